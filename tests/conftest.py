@@ -1,0 +1,36 @@
+"""Shared helpers for tests that run the Snakemake workflow itself."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+SNAKEMAKE = Path(sys.executable).with_name("snakemake")
+
+
+def run_snakemake(workdir: Path, *args: str, config: dict | None = None, timeout: int = 1200) -> subprocess.CompletedProcess:
+    """Run the workflow in ``workdir`` on the tiny config plus ``config`` overrides."""
+    command = [
+        str(SNAKEMAKE),
+        "--snakefile", str(ROOT / "Snakefile"),
+        "--directory", str(workdir),
+        "--workflow-profile", "none",
+        *args,
+        # Last, because --configfile takes every file name that follows it.
+        "--configfile", str(ROOT / "config" / "tiny.yaml"),
+    ]
+    if config:
+        override = workdir / "override.yaml"
+        override.write_text(yaml.safe_dump(config))
+        command.append(str(override))
+    return subprocess.run(command, capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.fixture
+def workdir(tmp_path: Path) -> Path:
+    return tmp_path

@@ -1,0 +1,109 @@
+# Paths, input functions and checks shared by every rules file.
+
+import functools
+import re
+from pathlib import Path
+
+import pandas as pd
+
+from brainage import synth
+from brainage.config import check_config
+from brainage.io import read_table
+
+check_config(config)
+
+RESULTS = Path("results")
+SYNTHETIC = RESULTS / "synthetic"
+SYNTHETIC_TRUTH = SYNTHETIC / "subjects" / "{subject}" / "{subject}.json"
+PREPROCESS = RESULTS / "preprocess" / "{subject}"
+TRAIN = RESULTS / "train" / "{modality}" / "{model}"
+LOGS = RESULTS / "logs"
+BENCHMARKS = RESULTS / "benchmarks"
+
+IS_SYNTHETIC = config["dataset"]["source"] == "synthetic"
+
+
+wildcard_constraints:
+    subject=r"IXI\d{3}",
+    modality="|".join(map(re.escape, config["modalities"])),
+    model="|".join(config["models"]),
+
+
+@functools.cache
+def synthetic_plan() -> pd.DataFrame:
+    """The synthetic cohort, known from the config alone, so its jobs can be planned upfront."""
+    params = config["synthetic"]
+    return synth.plan_cohort(params["n_subjects"], config["seed"], params["bio_age_sigma"])
+
+
+def synthetic_row(wildcards) -> dict:
+    plan = synthetic_plan().set_index("subject")
+    return {"subject": wildcards.subject, **plan.loc[wildcards.subject].to_dict()}
+
+
+def raw_dir() -> str:
+    return str(SYNTHETIC / "IXI") if IS_SYNTHETIC else config["dataset"]["raw_dir"]
+
+
+def demographics_sheet() -> str:
+    return str(SYNTHETIC / "IXI.xls") if IS_SYNTHETIC else config["dataset"]["demographics"]
+
+
+def inventory_table() -> pd.DataFrame:
+    """The inventory, once the checkpoint has run: every later per-subject job hangs on it."""
+    return read_table(checkpoints.inventory.get().output.subjects)
+
+
+def included_subjects(wildcards=None) -> list[str]:
+    table = inventory_table()
+    return sorted(table.loc[table["included"].astype(bool), "subject"])
+
+
+def raw_images(wildcards) -> dict[str, str]:
+    row = inventory_table().set_index("subject").loc[wildcards.subject]
+    return {"pd": row["path_PD"], "t1": row["path_T1"], "mra": row["path_MRA"]}
+
+
+def per_subject(pattern):
+    """Input function: `pattern` expanded over the included subjects."""
+
+    def expand_subjects(wildcards):
+        return expand(pattern, subject=included_subjects())
+
+    return expand_subjects
+
+
+def ground_truth(wildcards) -> list[str]:
+    return [str(SYNTHETIC_TRUTH).format(subject=wildcards.subject)] if IS_SYNTHETIC else []
+
+
+def model_training(model: str) -> dict:
+    """Shared training settings, overridden by the model's own `training` entry."""
+    return {**config["training"], **config["models"][model].get("training", {})}
+
+
+def runs() -> list[tuple[str, str]]:
+    return [(modality, model) for modality in config["modalities"] for model in config["models"]]
+
+
+def run_outputs(name: str) -> list[str]:
+    return [str(TRAIN / name).format(modality=m, model=n) for m, n in runs()]
+
+
+def final_outputs() -> list[str]:
+    outputs = [
+        RESULTS / "manifest" / "manifest.csv",
+        RESULTS / "manifest" / "qc_gallery.png",
+        RESULTS / "split" / "split.csv",
+        RESULTS / "split" / "split.png",
+        RESULTS / "evaluation" / "metrics.csv",
+        RESULTS / "evaluation" / "comparisons.csv",
+        RESULTS / "evaluation" / "learning_curves.png",
+        RESULTS / "evaluation" / "predictions.png",
+        RESULTS / "evaluation" / "error_vs_age.png",
+        RESULTS / "evaluation" / "mae.png",
+        RESULTS / "evaluation" / "benchmarks.png",
+    ]
+    if IS_SYNTHETIC:
+        outputs.append(RESULTS / "figures" / "synthetic_montage.png")
+    return [str(path) for path in outputs]

@@ -1,0 +1,25 @@
+# Which subjects exist, with which images and which age: known only once the data are there.
+
+
+checkpoint inventory:
+    input:
+        raw=raw_dir(),
+        sheet=demographics_sheet(),
+    output:
+        subjects=RESULTS / "inventory" / "subjects.csv",
+        exclusions=RESULTS / "inventory" / "exclusions.csv",
+    params:
+        sheet_name=config["dataset"]["sheet"],
+        required=config["dataset"]["required_modalities"],
+    log:
+        LOGS / "inventory.log",
+    benchmark:
+        BENCHMARKS / "inventory" / "all.tsv"
+    threads: 4
+    resources:
+        mem_mb=4000,
+        runtime=60,
+    conda:
+        "../../envs/brainage.yaml"
+    script:
+        "../scripts/inventory.py"

@@ -1,0 +1,108 @@
+# Per subject: T1 and TOF-MRA registered to PD (and PD to the template), the vessel mask,
+# the training arrays and the QC numbers. One job per subject and step, every step a file.
+
+
+rule register:
+    input:
+        unpack(raw_images),
+    output:
+        pd=PREPROCESS / "{subject}_PD.nii.gz",
+        t1=PREPROCESS / "{subject}_T1_reg_PD.nii.gz",
+        tof=PREPROCESS / "{subject}_TOF_reg_PD.nii.gz",
+        mask=PREPROCESS / "{subject}_brain_mask.nii.gz",
+        t1_transform=PREPROCESS / "{subject}_T1_to_PD.mat",
+        tof_transform=PREPROCESS / "{subject}_TOF_to_PD.mat",
+        summary=PREPROCESS / "{subject}_registration.json",
+    params:
+        transform=config["preprocessing"]["registration"],
+        template=config["preprocessing"]["template"],
+        seed=config["seed"],
+    log:
+        LOGS / "register" / "{subject}.log",
+    benchmark:
+        BENCHMARKS / "register" / "{subject}.tsv"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=30,
+    conda:
+        "../../envs/brainage.yaml"
+    script:
+        "../scripts/register.py"
+
+
+rule binarize:
+    input:
+        tof=rules.register.output.tof,
+        mask=rules.register.output.mask,
+    output:
+        PREPROCESS / "{subject}_TOF_reg_PD_bin.nii.gz",
+    params:
+        **config["preprocessing"]["binarize"],
+    log:
+        LOGS / "binarize" / "{subject}.log",
+    benchmark:
+        BENCHMARKS / "binarize" / "{subject}.tsv"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    conda:
+        "../../envs/brainage.yaml"
+    script:
+        "../scripts/binarize.py"
+
+
+rule training_arrays:
+    input:
+        t1=rules.register.output.t1,
+        tof=rules.register.output.tof,
+        tof_bin=rules.binarize.output[0],
+        mask=rules.register.output.mask,
+        summary=rules.register.output.summary,
+    output:
+        **{
+            channel: PREPROCESS / "tensors" / f"{channel}.npy"
+            for channel in ("T1", "TOF", "TOF_bin")
+        },
+    params:
+        grid=config["preprocessing"]["grid"],
+        template=config["preprocessing"]["template"],
+    log:
+        LOGS / "training_arrays" / "{subject}.log",
+    benchmark:
+        BENCHMARKS / "training_arrays" / "{subject}.tsv"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    conda:
+        "../../envs/brainage.yaml"
+    script:
+        "../scripts/training_arrays.py"
+
+
+rule qc_subject:
+    input:
+        pd=rules.register.output.pd,
+        t1=rules.register.output.t1,
+        tof=rules.register.output.tof,
+        tof_bin=rules.binarize.output[0],
+        mask=rules.register.output.mask,
+        summary=rules.register.output.summary,
+        truth=ground_truth,
+    output:
+        png=RESULTS / "qc" / "{subject}.png",
+        numbers=RESULTS / "qc" / "{subject}.json",
+    log:
+        LOGS / "qc_subject" / "{subject}.log",
+    benchmark:
+        BENCHMARKS / "qc_subject" / "{subject}.tsv"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    conda:
+        "../../envs/brainage.yaml"
+    script:
+        "../scripts/qc_subject.py"

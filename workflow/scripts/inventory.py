@@ -1,0 +1,21 @@
+"""Scan the raw folders and the demographics sheet; check every image; record exclusions."""
+
+from pathlib import Path
+
+from brainage.inventory import build_inventory
+from brainage.io import write_table
+from brainage.logs import log_to_file
+
+log = log_to_file(snakemake.log[0])
+subjects, exclusions = build_inventory(
+    Path(snakemake.input.raw),
+    Path(snakemake.input.sheet),
+    snakemake.params.required,
+    threads=snakemake.threads,
+    sheet_name=snakemake.params.sheet_name,
+)
+for row in exclusions.itertuples():
+    log.warning("excluded %s: %s", row.subject, row.reason)
+write_table(exclusions, snakemake.output.exclusions)
+write_table(subjects, snakemake.output.subjects)
+log.info("%d subjects included, %d excluded", int(subjects["included"].sum()), len(exclusions))
