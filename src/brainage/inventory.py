@@ -1,0 +1,171 @@
+"""What exists on disk, joined with the demographics: who is usable, and why the others are not.
+
+IXI ships one tar per modality; they extract flat or into ``IXI-T1/``-style folders, so images
+are found by file name anywhere under the raw folder. Every required image is fully decoded
+once here, so a truncated download excludes one subject with a reason instead of crashing a
+preprocessing job hours later.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from brainage.demographics import read_demographics, resolve_subjects, subject_id
+from brainage.io import ImageError, load_image
+
+MODALITIES = ("T1", "PD", "MRA")
+FILE_PATTERN = re.compile(r"IXI(\d{3})-(Guys|HH|IOP)-(\d{4})-(T1|PD|MRA)\.nii\.gz")
+
+INVENTORY_COLUMNS = [
+    "subject", "ixi_id", "site", "sex", "age", *(f"path_{m}" for m in MODALITIES), "included", "reason",
+]
+
+NOT_IN_SHEET = "absent from the demographics sheet"
+NO_IMAGES = "no images"
+
+
+class InventoryError(ValueError):
+    """The raw folder is ambiguous (one image found twice, one subject at two sites)."""
+
+
+def scan_raw(raw_dir: Path) -> pd.DataFrame:
+    """One row per subject found under ``raw_dir``: subject, ixi_id, site, path_T1/PD/MRA.
+
+    Paths are absolute; a modality the subject lacks is an empty string. Files whose names do
+    not follow the IXI pattern are ignored. The same image found twice, or one subject at two
+    sites, is an error: which copy is right is not a guess to make silently.
+    """
+    raw_dir = Path(raw_dir)
+    if not raw_dir.is_dir():
+        raise InventoryError(f"{raw_dir}: raw image folder does not exist")
+    found: dict[str, dict[str, Any]] = {}
+    for path in sorted(raw_dir.rglob("*.nii.gz")):
+        match = FILE_PATTERN.fullmatch(path.name)
+        if match is None:
+            continue
+        ixi_id, site, modality = int(match[1]), match[2], match[4]
+        subject = subject_id(ixi_id)
+        record = found.setdefault(
+            subject, {"subject": subject, "ixi_id": ixi_id, "site": site} | {f"path_{m}": "" for m in MODALITIES}
+        )
+        if record["site"] != site:
+            raise InventoryError(f"{subject}: images from two sites ({record['site']}, {site}), e.g. {path}")
+        key = f"path_{modality}"
+        if record[key]:
+            raise InventoryError(f"{subject}: {modality} image found twice: {record[key]} and {path}; remove one")
+        record[key] = str(path.resolve())
+    columns = ["subject", "ixi_id", "site", *(f"path_{m}" for m in MODALITIES)]
+    table = pd.DataFrame(list(found.values()), columns=columns)
+    return table.sort_values("subject").reset_index(drop=True)
+
+
+def check_images(files: pd.DataFrame, modalities: Sequence[str], threads: int) -> pd.DataFrame:
+    """Fully load each present image of ``modalities``; return (subject, reason) per bad subject.
+
+    Loading decodes every voxel (``brainage.io.load_image``), which is what catches truncated
+    gzip streams, empty files, non-3D images, NaNs and singular affines. A subject with several
+    bad images is reported once, for its first bad modality in ``modalities`` order. Absent
+    images are skipped: missing modalities are the caller's rule, not an image fault.
+    """
+    missing = [f"path_{m}" for m in modalities if f"path_{m}" not in files]
+    if missing:
+        raise InventoryError(f"file table lacks column(s) {missing}; has {list(files.columns)}")
+    jobs = [
+        (row.subject, modality, getattr(row, f"path_{modality}"))
+        for row in files.itertuples(index=False)
+        for modality in modalities
+        if _present(getattr(row, f"path_{modality}"))
+    ]
+    with ThreadPoolExecutor(max_workers=max(1, threads)) as pool:
+        problems = list(pool.map(lambda job: _image_problem(*job), jobs))
+    first: dict[str, str] = {}
+    for (subject, _, _), problem in zip(jobs, problems):
+        if problem is not None:
+            first.setdefault(subject, problem)
+    return pd.DataFrame(sorted(first.items()), columns=["subject", "reason"])
+
+
+def build_inventory(
+    raw_dir: Path,
+    sheet: Path,
+    required_modalities: Sequence[str],
+    threads: int = 1,
+    sheet_name: str = "Table",
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Join images on disk with the demographics sheet; return (subjects, exclusions).
+
+    ``subjects`` holds every subject seen on disk or in the sheet, with columns
+    ``INVENTORY_COLUMNS``, sorted by subject. A subject is excluded, with every applicable
+    reason joined by "; ", when it is absent from the sheet, excluded by the sheet rules
+    (:func:`brainage.demographics.resolve_subjects`), has no images at all, or lacks a
+    required modality. Only subjects that pass those checks have their required images
+    loaded (slow), and a bad image excludes them too. ``exclusions`` is (subject, reason) for
+    the excluded rows.
+    """
+    unknown = [m for m in required_modalities if m not in MODALITIES]
+    if unknown:
+        raise InventoryError(f"unknown modality {unknown}; IXI has {list(MODALITIES)}")
+    demographics, sheet_exclusions = resolve_subjects(read_demographics(Path(sheet), sheet_name))
+    files = scan_raw(Path(raw_dir))
+    everyone = sorted(set(files["subject"]) | set(demographics["subject"]) | set(sheet_exclusions["subject"]))
+    table = (
+        pd.DataFrame({"subject": everyone, "ixi_id": [int(s[3:]) for s in everyone]})
+        .merge(files.drop(columns="ixi_id"), on="subject", how="left")
+        .merge(demographics[["subject", "sex", "age"]], on="subject", how="left")
+    )
+    for column in ["site", *(f"path_{m}" for m in MODALITIES)]:
+        table[column] = table[column].fillna("")
+
+    sheet_reason = dict(zip(sheet_exclusions["subject"], sheet_exclusions["reason"]))
+    in_sheet = set(demographics["subject"]) | set(sheet_reason)
+    reasons = {
+        row.subject: _record_problems(row, in_sheet, sheet_reason, required_modalities)
+        for row in table.itertuples(index=False)
+    }
+    passing = table[[not reasons[s] for s in table["subject"]]]
+    for bad in check_images(passing, required_modalities, threads).itertuples(index=False):
+        reasons[bad.subject].append(bad.reason)
+
+    table["reason"] = ["; ".join(reasons[s]) for s in table["subject"]]
+    table["included"] = table["reason"] == ""
+    table = table[INVENTORY_COLUMNS].sort_values("subject").reset_index(drop=True)
+    exclusions = table.loc[~table["included"], ["subject", "reason"]].reset_index(drop=True)
+    return table, exclusions
+
+
+def _record_problems(
+    row: Any, in_sheet: set[str], sheet_reason: dict[str, str], required: Sequence[str]
+) -> list[str]:
+    """Everything wrong with a subject that can be seen without opening an image."""
+    problems = []
+    if row.subject not in in_sheet:
+        problems.append(NOT_IN_SHEET)
+    if row.subject in sheet_reason:
+        problems.append(sheet_reason[row.subject])
+    present = [m for m in MODALITIES if _present(getattr(row, f"path_{m}"))]
+    if not present:
+        problems.append(NO_IMAGES)
+    else:
+        missing = [m for m in required if m not in present]
+        if missing:
+            problems.append(f"missing required modality {', '.join(missing)}")
+    return problems
+
+
+def _image_problem(subject: str, modality: str, path: str) -> str | None:
+    try:
+        load_image(path, subject)
+    except ImageError as error:
+        return f"bad {modality} image {error.path}: {error.reason}"
+    return None
+
+
+def _present(path: Any) -> bool:
+    """A path cell holds a file: tables read back from CSV have NaN where we wrote ""."""
+    return isinstance(path, str) and path != ""
