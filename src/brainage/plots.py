@@ -1,0 +1,230 @@
+"""Figures of the evaluation: learning curves, predictions, error trends, MAE comparison, cost.
+
+Figures are built with matplotlib's object-oriented :class:`~matplotlib.figure.Figure` API and
+never touch pyplot, so no global state leaks between figures or into the workflow's processes.
+Saving a bare Figure renders with Agg (or the PDF backend) whatever the session's backend is,
+so no display is needed and the backend is not switched for the importer. Each function saves
+through :func:`brainage.io.save_figure`, so the format follows the extension (``.png`` or
+``.pdf``) and a killed job leaves no partial file.
+
+Runs are laid out on a grid with one row per modality and one column per model, in the order
+of the mapping (the config's order), so every figure puts a given run in the same place.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
+
+from brainage import io, metrics
+from brainage.metrics import RunKey
+
+DPI = 150
+PANEL_SIZE = (3.0, 2.6)  # inches per run panel: readable at a 4 × 3 grid on one page
+EVAL_COLOR = "C0"
+TRAIN_COLOR = "0.6"
+
+
+def _run_grid(keys: Iterable[RunKey], share: bool) -> tuple[Figure, dict[RunKey, Axes]]:
+    """A figure with one panel per run (modality rows × model columns); unused cells are hidden."""
+    keys = list(keys)
+    if not keys:
+        raise ValueError("no runs to plot")
+    modalities = list(dict.fromkeys(modality for modality, _ in keys))
+    models = list(dict.fromkeys(model for _, model in keys))
+    width, height = PANEL_SIZE
+    fig = Figure(figsize=(width * len(models), height * len(modalities) + 0.6), layout="constrained")
+    grid = fig.subplots(len(modalities), len(models), squeeze=False, sharex=share, sharey=share)
+    panels = {}
+    for row, modality in enumerate(modalities):
+        for column, model in enumerate(models):
+            ax = grid[row, column]
+            if (modality, model) in keys:
+                ax.set_title(f"{modality} · {model}", fontsize=9)
+                panels[(modality, model)] = ax
+            else:
+                ax.set_axis_off()
+    return fig, panels
+
+
+def _shared_legend(fig: Figure, ax: Axes) -> None:
+    """One legend below the grid, taken from a panel, instead of one per panel."""
+    handles, labels = ax.get_legend_handles_labels()
+    fig.legend(handles, labels, loc="outside lower center", ncols=len(labels), fontsize=8, frameon=False)
+
+
+def _set(predictions: pd.DataFrame, name: str) -> pd.DataFrame:
+    return predictions[predictions["set"] == name]
+
+
+def plot_learning_curves(histories: Mapping[RunKey, pd.DataFrame], path: str | Path) -> None:
+    """Train, tune and eval MAE per epoch for every run, best tune epoch marked.
+
+    The history's ``train_loss`` is the running MAE in years over the epoch's augmented
+    training batches for every model (SFCN's KL objective is logged separately), so all three
+    curves share one axis. Under augmentation the train curve can sit above the eval curve;
+    drawing both shows that this is the augmentation, not a leak. The eval curve is for
+    reading only: the checkpoint is chosen on tune.
+    """
+    fig, panels = _run_grid(histories, share=False)
+    for key, ax in panels.items():
+        history = histories[key]
+        epoch = history["epoch"]
+        ax.plot(epoch, history["train_loss"], color=TRAIN_COLOR, label="train MAE (augmented)")
+        ax.plot(epoch, history["tune_mae"], color="C1", label="tune MAE")
+        ax.plot(epoch, history["eval_mae"], color=EVAL_COLOR, label="eval MAE")
+        best = metrics.best_epoch(history)
+        best_mae = float(history.loc[history["epoch"] == best, "tune_mae"].iloc[0])
+        ax.axvline(best, color="C1", linestyle=":", linewidth=1)
+        ax.plot([best], [best_mae], "*", markersize=10, color="C1", label="best tune epoch")
+        ax.set_xlabel("epoch", fontsize=8)
+        ax.set_ylabel("years", fontsize=8)
+        ax.tick_params(labelsize=7)
+    _shared_legend(fig, next(iter(panels.values())))
+    io.save_figure(fig, path, dpi=DPI)
+
+
+def _fitted_line(ax: Axes, x: np.ndarray, y: np.ndarray, label: str) -> None:
+    """Draw the least-squares line of y on x across the panel.
+
+    It is anchored at the data means (where a least-squares line always passes) because axline
+    widens the axis limits to include its anchor point.
+    """
+    slope, _ = np.polyfit(x, y, 1)
+    ax.axline((x.mean(), y.mean()), slope=slope, color="C3", linewidth=1.2, label=label)
+
+
+def _age_limits(runs: Mapping[RunKey, pd.DataFrame]) -> tuple[float, float]:
+    """Common limits for age and predicted age over all runs, so panels compare at a glance."""
+    values = np.concatenate([df[["age", "predicted"]].to_numpy(float).ravel() for df in runs.values()])
+    margin = 0.05 * (values.max() - values.min()) + 1.0
+    return float(values.min() - margin), float(values.max() + margin)
+
+
+def plot_predictions(runs: Mapping[RunKey, pd.DataFrame], path: str | Path) -> None:
+    """Predicted against true age per run: eval points, faint train points, identity and fit.
+
+    The fitted line's slope below the identity shows regression to the mean, which MAE alone
+    does not; train points show how much of the fit on eval is overfitting.
+    """
+    fig, panels = _run_grid(runs, share=True)
+    limits = _age_limits(runs)
+    for key, ax in panels.items():
+        predictions = runs[key]
+        train, evaluation = _set(predictions, "train"), _set(predictions, "eval")
+        age, predicted = evaluation["age"].to_numpy(float), evaluation["predicted"].to_numpy(float)
+        ax.scatter(train["age"], train["predicted"], s=5, color=TRAIN_COLOR, alpha=0.5, lw=0, label="train")
+        ax.scatter(age, predicted, s=12, color=EVAL_COLOR, alpha=0.8, lw=0, label="eval")
+        centre = (age.mean(), age.mean())
+        ax.axline(centre, slope=1.0, color="black", linewidth=0.8, linestyle="--", label="identity")
+        _fitted_line(ax, age, predicted, label="eval fit")
+        scores = metrics.regression_metrics(age, predicted)
+        score = f"MAE {scores['mae']:.1f} y, r = {scores['pearson_r']:.2f}"
+        ax.set_title(f"{ax.get_title()}\n{score}", fontsize=9)
+        ax.set_xlim(limits)
+        ax.set_ylim(limits)
+        ax.set_aspect("equal")
+        ax.set_xlabel("age (years)", fontsize=8)
+        ax.set_ylabel("predicted age (years)", fontsize=8)
+        ax.tick_params(labelsize=7)
+    _shared_legend(fig, next(iter(panels.values())))
+    io.save_figure(fig, path, dpi=DPI)
+
+
+def plot_error_vs_age(runs: Mapping[RunKey, pd.DataFrame], path: str | Path) -> None:
+    """Brain-age gap (predicted − age) against age on eval, with zero line and fitted trend.
+
+    A falling trend is the age bias that bias correction removes; the panel title gives its
+    Spearman correlation so the figure and the metrics table can be read together.
+    """
+    fig, panels = _run_grid(runs, share=True)
+    for key, ax in panels.items():
+        evaluation = _set(runs[key], "eval")
+        age = evaluation["age"].to_numpy(float)
+        gap = evaluation["predicted"].to_numpy(float) - age
+        ax.axhline(0.0, color="black", linewidth=0.8, linestyle="--", label="no error")
+        ax.scatter(age, gap, s=12, color=EVAL_COLOR, alpha=0.8, lw=0, label="eval")
+        _fitted_line(ax, age, gap, label="trend")
+        rho = metrics.regression_metrics(age, evaluation["predicted"])["gap_age_spearman"]
+        ax.set_title(f"{ax.get_title()}\nSpearman ρ(gap, age) = {rho:.2f}", fontsize=9)
+        ax.set_xlabel("age (years)", fontsize=8)
+        ax.set_ylabel("predicted − age (years)", fontsize=8)
+        ax.tick_params(labelsize=7)
+    _shared_legend(fig, next(iter(panels.values())))
+    io.save_figure(fig, path, dpi=DPI)
+
+
+REFERENCE_STYLES = {
+    metrics.PREDICT_MEAN_MAE: ("predict the train mean", "--"),
+    metrics.ORACLE_MAE: ("oracle (biological age)", ":"),
+}
+
+
+def plot_mae_comparison(table: pd.DataFrame, references: Mapping[str, float], path: str | Path) -> None:
+    """Eval MAE with its bootstrap interval for every modality × model, with reference lines.
+
+    The lines put the numbers in scale: a model near the predict-the-mean line learned little,
+    and none can be expected below the oracle line (present only for synthetic data).
+    """
+    if table.empty:
+        raise ValueError("no runs to plot")
+    modalities = list(dict.fromkeys(table["modality"]))
+    models = list(dict.fromkeys(table["model"]))
+    fig = Figure(figsize=(1.4 * len(modalities) + 3.0, 3.6), layout="constrained")
+    ax = fig.subplots()
+    step = 0.8 / len(models)
+    for i, model in enumerate(models):
+        rows = table[table["model"] == model]
+        x = np.array([modalities.index(m) for m in rows["modality"]]) + (i - (len(models) - 1) / 2) * step
+        mae = rows["mae"].to_numpy(float)
+        error = np.vstack([mae - rows["mae_lo"].to_numpy(float), rows["mae_hi"].to_numpy(float) - mae])
+        ax.errorbar(x, mae, yerr=error, fmt="o", capsize=3, markersize=5, color=f"C{i}", label=model)
+    for key, (label, style) in REFERENCE_STYLES.items():
+        if key in references:
+            value = float(references[key])
+            ax.axhline(value, color="0.3", linestyle=style, linewidth=1, label=f"{label}: {value:.1f} y")
+    ax.set_xticks(range(len(modalities)), modalities)
+    ax.set_xlim(-0.6, len(modalities) - 0.4)
+    ax.set_ylim(bottom=0.0)
+    ax.set_ylabel("eval MAE (years), 95% bootstrap interval")
+    fig.legend(loc="outside right upper", fontsize=8, frameon=False)
+    io.save_figure(fig, path, dpi=DPI)
+
+
+def _time_unit(seconds: float) -> tuple[float, str]:
+    """Divisor and name of the unit that keeps runtimes readable, from seconds to hours."""
+    if seconds >= 2 * 3600:
+        return 3600.0, "h"
+    if seconds >= 2 * 60:
+        return 60.0, "min"
+    return 1.0, "s"
+
+
+def plot_benchmarks(summary: pd.DataFrame, path: str | Path) -> None:
+    """Total runtime and peak memory per rule (from :func:`brainage.metrics.summarize_benchmarks`).
+
+    Total rather than mean runtime, because it is what the study cost; peak rather than mean
+    memory, because it is what a job must request.
+    """
+    if summary.empty:
+        raise ValueError("no benchmarks to plot")
+    fig = Figure(figsize=(8.0, 0.35 * len(summary) + 1.4), layout="constrained")
+    time_ax, memory_ax = fig.subplots(1, 2, sharey=True)
+    rules = summary["rule"].astype(str).tolist()
+    divisor, unit = _time_unit(float(np.nanmax(summary["total_s"].to_numpy(float))))
+    bars = time_ax.barh(rules, summary["total_s"].to_numpy(float) / divisor, color="C0")
+    time_ax.bar_label(bars, fmt="%.3g", fontsize=7, padding=2)
+    time_ax.set_xlabel(f"total runtime ({unit})")
+    bars = memory_ax.barh(rules, summary["max_rss_mb"].to_numpy(float), color="C2")
+    memory_ax.bar_label(bars, fmt="%.0f", fontsize=7, padding=2)
+    memory_ax.set_xlabel("peak resident memory (MB)")
+    time_ax.invert_yaxis()  # largest total first, as the summary is sorted
+    for ax in (time_ax, memory_ax):
+        ax.margins(x=0.15)
+        ax.tick_params(labelsize=8)
+    io.save_figure(fig, path, dpi=DPI)

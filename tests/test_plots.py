@@ -1,0 +1,172 @@
+"""Tests of brainage.plots: every figure is written, decodes, has content, and scales to the grid."""
+
+from __future__ import annotations
+
+import itertools
+import subprocess
+import sys
+from pathlib import Path
+
+import matplotlib.image
+import numpy as np
+import pandas as pd
+import pytest
+
+from brainage import metrics, plots
+
+MODALITIES = ("T1", "TOF", "TOF_bin", "T1+TOF_bin")
+MODELS = ("cnn3d", "highresnet", "sfcn")
+GRID = list(itertools.product(MODALITIES, MODELS))
+SINGLE = [("T1", "sfcn")]
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def make_predictions(seed: int, n_train: int = 30, n_tune: int = 6, n_eval: int = 20) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    n = n_train + n_tune + n_eval
+    age = rng.uniform(20, 86, n)
+    return pd.DataFrame(
+        {
+            "subject": [f"IXI{i:03d}" for i in range(n)],
+            "set": ["train"] * n_train + ["tune"] * n_tune + ["eval"] * n_eval,
+            "age": age,
+            "predicted": 0.7 * age + 15 + rng.normal(0, 5, n),
+        }
+    )
+
+
+def make_history(seed: int, epochs: int = 12) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    decay = 20 * np.exp(-np.arange(epochs) / 4)
+    return pd.DataFrame(
+        {
+            "epoch": np.arange(1, epochs + 1),
+            "train_loss": decay + 6 + rng.normal(0, 0.3, epochs),
+            "tune_mae": decay + 5 + rng.normal(0, 0.5, epochs),
+            "eval_mae": decay + 4.5 + rng.normal(0, 0.5, epochs),
+            "lr": 1e-3,
+            "seconds": 2.0,
+            "samples_per_s": 10.0,
+        }
+    )
+
+
+def runs_for(keys) -> dict[tuple[str, str], pd.DataFrame]:
+    return {key: make_predictions(seed) for seed, key in enumerate(keys)}
+
+
+def histories_for(keys) -> dict[tuple[str, str], pd.DataFrame]:
+    return {key: make_history(seed) for seed, key in enumerate(keys)}
+
+
+def mae_table(keys) -> pd.DataFrame:
+    return metrics.metrics_table(runs_for(keys), n_resamples=50, seed=0)
+
+
+def benchmark_summary() -> pd.DataFrame:
+    return pd.DataFrame(
+        {
+            "rule": ["train", "register", "evaluate"],
+            "jobs": [12, 120, 1],
+            "total_s": [7200.0, 900.0, 12.0],
+            "mean_s": [600.0, 7.5, 12.0],
+            "max_s": [900.0, 11.0, 12.0],
+            "max_rss_mb": [4096.0, 700.0, np.nan],
+        }
+    )
+
+
+def assert_png_with_content(path: Path) -> None:
+    assert path.read_bytes()[:8] == PNG_MAGIC
+    image = matplotlib.image.imread(path)
+    pixels = image.reshape(-1, image.shape[-1])
+    assert pixels.var(axis=0).sum() > 0
+    assert len(np.unique(pixels, axis=0)) > 2  # more than a blank canvas and one colour
+    assert list(path.parent.iterdir()) == [path]  # the atomic write left no temporary file
+
+
+def assert_pdf(path: Path) -> None:
+    data = path.read_bytes()
+    assert data[:5] == b"%PDF-"
+    assert data.rstrip().endswith(b"%%EOF")
+
+
+PLOTTERS = {
+    "learning_curves": lambda keys, path: plots.plot_learning_curves(histories_for(keys), path),
+    "predictions": lambda keys, path: plots.plot_predictions(runs_for(keys), path),
+    "error_vs_age": lambda keys, path: plots.plot_error_vs_age(runs_for(keys), path),
+    "mae_comparison": lambda keys, path: plots.plot_mae_comparison(
+        mae_table(keys), {metrics.PREDICT_MEAN_MAE: 16.0, metrics.ORACLE_MAE: 2.4}, path
+    ),
+}
+
+
+@pytest.mark.parametrize("keys", [SINGLE, GRID], ids=["single", "grid4x3"])
+@pytest.mark.parametrize("name", list(PLOTTERS))
+def test_run_figures_png(tmp_path, name, keys):
+    path = tmp_path / f"{name}.png"
+    PLOTTERS[name](keys, path)
+    assert_png_with_content(path)
+
+
+@pytest.mark.parametrize("name", list(PLOTTERS))
+def test_run_figures_pdf(tmp_path, name):
+    path = tmp_path / f"{name}.pdf"
+    PLOTTERS[name](SINGLE, path)
+    assert_pdf(path)
+
+
+def test_grid_with_missing_runs_hides_empty_cells(tmp_path):
+    # Not every modality × model needs to have finished; the grid keeps the others in place.
+    keys = [("T1", "cnn3d"), ("TOF", "sfcn")]
+    plots.plot_predictions(runs_for(keys), tmp_path / "partial.png")
+    assert_png_with_content(tmp_path / "partial.png")
+
+
+def test_mae_comparison_without_oracle(tmp_path):
+    path = tmp_path / "mae.png"
+    plots.plot_mae_comparison(mae_table(GRID[:3]), {metrics.PREDICT_MEAN_MAE: 16.0}, path)
+    assert_png_with_content(path)
+
+
+@pytest.mark.parametrize("suffix", [".png", ".pdf"])
+def test_plot_benchmarks(tmp_path, suffix):
+    path = tmp_path / f"benchmarks{suffix}"
+    plots.plot_benchmarks(benchmark_summary(), path)
+    if suffix == ".png":
+        assert_png_with_content(path)
+    else:
+        assert_pdf(path)
+
+
+def test_plot_benchmarks_single_rule(tmp_path):
+    path = tmp_path / "benchmarks.png"
+    plots.plot_benchmarks(benchmark_summary().iloc[[2]], path)
+    assert_png_with_content(path)
+
+
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda path: plots.plot_predictions({}, path),
+        lambda path: plots.plot_learning_curves({}, path),
+        lambda path: plots.plot_mae_comparison(mae_table([])[:0], {}, path),
+        lambda path: plots.plot_benchmarks(benchmark_summary()[:0], path),
+    ],
+)
+def test_nothing_to_plot_is_an_error_and_writes_nothing(tmp_path, call):
+    with pytest.raises(ValueError, match="no"):
+        call(tmp_path / "empty.png")
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize(("seconds", "unit"), [(30.0, "s"), (600.0, "min"), (5 * 3600.0, "h")])
+def test_runtime_unit_keeps_numbers_readable(seconds, unit):
+    assert plots._time_unit(seconds)[1] == unit
+
+
+def test_plots_never_import_pyplot():
+    # pyplot keeps global figure state; the module must work through Figure objects alone.
+    code = "import sys, brainage.plots; print('matplotlib.pyplot' in sys.modules)"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "False"
