@@ -1,0 +1,225 @@
+"""Training data: cached per-channel arrays, torchio augmentation and reproducible loaders.
+
+Augmentation is seeded per sample: the sampler draws a seed for every (epoch, sample) from its
+own generator and the dataset applies the transform under that seed. The augmented batch then
+depends only on the sampler generator's state, not on the worker count, on which worker took
+the sample, or on whether the run was resumed from a checkpoint.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+import torchio as tio
+from torch import Tensor
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+SPATIAL_TRANSFORMS: dict[str, type[tio.Transform]] = {
+    "RandomAffine": tio.RandomAffine,
+    "RandomFlip": tio.RandomFlip,
+    "RandomElasticDeformation": tio.RandomElasticDeformation,
+}
+# torchio applies intensity transforms to ScalarImages only, so binary LabelMaps are spared.
+INTENSITY_TRANSFORMS: dict[str, type[tio.Transform]] = {
+    "RandomBiasField": tio.RandomBiasField,
+    "RandomNoise": tio.RandomNoise,
+    "RandomGamma": tio.RandomGamma,
+    "RandomBlur": tio.RandomBlur,
+}
+TRANSFORMS = {**SPATIAL_TRANSFORMS, **INTENSITY_TRANSFORMS}
+SUBSETS = ("train", "tune", "eval")
+
+Transform = Callable[[dict[str, Tensor]], dict[str, Tensor]]
+
+
+class ChannelTransform:
+    """Apply one torchio pipeline to all channels of a subject at once.
+
+    Every channel sees the same random spatial transform; continuous channels are ScalarImages
+    (linear interpolation, intensity transforms), binary channels LabelMaps (nearest neighbour,
+    no intensity transforms). Images get an identity RAS affine so that "LR" flips axis 0.
+    """
+
+    def __init__(self, pipeline: tio.Transform, binary_channels: Sequence[str]) -> None:
+        self.pipeline = pipeline
+        self.binary_channels = frozenset(binary_channels)
+
+    def __call__(self, channels: dict[str, Tensor]) -> dict[str, Tensor]:
+        """Transform ``{channel: tensor of shape (1, X, Y, Z)}`` and return the same layout."""
+        images = {
+            name: (tio.LabelMap if name in self.binary_channels else tio.ScalarImage)(tensor=tensor, affine=np.eye(4))
+            for name, tensor in channels.items()
+        }
+        transformed = self.pipeline(tio.Subject(images))
+        return {name: transformed[name].data for name in channels}
+
+
+def build_transforms(spec: Sequence[dict[str, Any]], binary_channels: Sequence[str]) -> Transform | None:
+    """Map a config list like ``[{"name": "RandomFlip", "axes": ["LR"]}, ...]`` to a transform.
+
+    Returns None for an empty spec (no augmentation). Raises ValueError for an unknown name or
+    bad arguments, naming the entry and the allowed transforms.
+    """
+    if not spec:
+        return None
+    transforms = []
+    for position, entry in enumerate(spec):
+        kwargs = dict(entry)
+        name = kwargs.pop("name", None)
+        if name not in TRANSFORMS:
+            raise ValueError(
+                f"augmentation entry {position} has name {name!r}; allowed: {', '.join(sorted(TRANSFORMS))}"
+            )
+        # YAML gives lists; torchio wants tuples for axes and ranges.
+        kwargs = {key: tuple(value) if isinstance(value, list) else value for key, value in kwargs.items()}
+        try:
+            transforms.append(TRANSFORMS[name](**kwargs))
+        except (TypeError, ValueError) as error:
+            raise ValueError(f"augmentation entry {position} ({name}): bad arguments {kwargs}: {error}") from error
+    return ChannelTransform(tio.Compose(transforms), binary_channels)
+
+
+class AgeDataset(Dataset):
+    """Subjects of one split subset: (float32 tensor C×X×Y×Z, float32 age, subject id).
+
+    Rows are chosen by subject id from ``split`` (``subject``, ``set``, ``age``) and joined to
+    ``manifest`` (``subject``, ``tensor_<channel>``) by id, never by position. Arrays are read
+    with ``np.load`` on every access, so workers hold no volumes between samples.
+
+    An index may be an int or ``(int, seed)``; with a seed the transform runs under that seed
+    (see :class:`SeededSampler`).
+    """
+
+    def __init__(
+        self,
+        manifest: pd.DataFrame,
+        split: pd.DataFrame,
+        subset: str,
+        channels: Sequence[str],
+        transforms: Transform | None = None,
+    ) -> None:
+        if subset not in SUBSETS:
+            raise ValueError(f"unknown subset {subset!r}; valid subsets: {', '.join(SUBSETS)}")
+        columns = [f"tensor_{channel}" for channel in channels]
+        missing_columns = [c for c in ["subject", *columns] if c not in manifest.columns]
+        if missing_columns:
+            raise ValueError(f"manifest lacks columns {missing_columns}")
+        missing_columns = [c for c in ("subject", "set", "age") if c not in split.columns]
+        if missing_columns:
+            raise ValueError(f"split lacks columns {missing_columns}")
+        rows = split.loc[split["set"] == subset, ["subject", "age"]].astype({"subject": str})
+        paths = manifest[["subject", *columns]].astype({"subject": str})
+        if paths["subject"].duplicated().any():
+            raise ValueError(f"manifest has duplicate subjects: {sorted(paths.loc[paths['subject'].duplicated(), 'subject'])}")
+        joined = rows.merge(paths, on="subject", how="left", validate="one_to_one")
+        unknown = joined.loc[joined[columns].isna().any(axis=1), "subject"].tolist()
+        if unknown:
+            raise ValueError(f"split subjects {unknown} have no {', '.join(columns)} in the manifest")
+        self.channels = list(channels)
+        self.subjects: list[str] = joined["subject"].tolist()
+        self.ages = joined["age"].to_numpy(dtype=np.float32)
+        self.paths: list[list[Path]] = [[Path(p) for p in row] for row in joined[columns].itertuples(index=False)]
+        self.transforms = transforms
+
+    def __len__(self) -> int:
+        return len(self.subjects)
+
+    def __getitem__(self, key: int | tuple[int, int]) -> tuple[Tensor, Tensor, str]:
+        index, seed = key if isinstance(key, tuple) else (key, None)
+        volumes = {channel: self._load(index, i) for i, channel in enumerate(self.channels)}
+        if self.transforms is not None:
+            # fork_rng keeps the per-sample seed from disturbing the caller's RNG stream.
+            with torch.random.fork_rng(devices=[]):
+                if seed is not None:
+                    torch.manual_seed(seed)
+                volumes = self.transforms(volumes)
+        image = torch.cat([volumes[channel].float() for channel in self.channels])
+        return image, torch.tensor(self.ages[index]), self.subjects[index]
+
+    def _load(self, index: int, channel_index: int) -> Tensor:
+        """One channel as a float32 (1, X, Y, Z) tensor; a bad file is reported by name."""
+        path = self.paths[index][channel_index]
+        try:
+            array = np.load(path, mmap_mode="r")
+        except (OSError, ValueError) as error:
+            raise ValueError(f"subject {self.subjects[index]}: cannot read {path}: {error}") from error
+        if array.ndim != 3:
+            raise ValueError(f"subject {self.subjects[index]}: {path} has shape {array.shape}, expected 3D")
+        # One copy: memory-mapped float16/uint8 → float32 in RAM.
+        return torch.from_numpy(np.asarray(array, dtype=np.float32))[None]
+
+
+class SeededSampler(Sampler[tuple[int, int]]):
+    """Yield ``(index, seed)`` pairs: a permutation (if shuffling) and one seed per sample.
+
+    Everything for an epoch is drawn from ``generator`` when iteration starts, so the
+    generator's state between epochs fully determines the next epoch's order and augmentation.
+    """
+
+    def __init__(self, length: int, shuffle: bool, generator: torch.Generator) -> None:
+        self.length = length
+        self.shuffle = shuffle
+        self.generator = generator
+
+    def __len__(self) -> int:
+        return self.length
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        order = torch.randperm(self.length, generator=self.generator) if self.shuffle else torch.arange(self.length)
+        seeds = torch.randint(0, 2**31 - 1, (self.length,), generator=self.generator)
+        return iter(zip(order.tolist(), seeds.tolist(), strict=True))
+
+
+def seed_worker(worker_id: int) -> None:
+    """Seed Python and NumPy in a worker from its torch seed (which the loader derives)."""
+    seed = torch.initial_seed() % 2**32
+    random.seed(seed)
+    np.random.seed(seed)
+
+
+def make_loader(
+    dataset: AgeDataset,
+    batch_size: int,
+    shuffle: bool,
+    workers: int,
+    seed: int,
+    device_type: str,
+) -> DataLoader:
+    """A DataLoader whose order and augmentation are fixed by ``seed``.
+
+    The sampler's generator (``loader.sampler.generator``) is the state to checkpoint; the
+    loader's own generator only seeds workers, which the per-sample seeds make irrelevant.
+    Workers persist across epochs; memory is pinned for CUDA.
+    """
+    sampler = SeededSampler(len(dataset), shuffle, torch.Generator().manual_seed(seed))
+    return DataLoader(
+        dataset,
+        batch_size=batch_size,
+        sampler=sampler,
+        num_workers=workers,
+        pin_memory=device_type == "cuda",
+        persistent_workers=workers > 0,
+        worker_init_fn=seed_worker,
+        generator=torch.Generator().manual_seed(seed + 1),
+    )
+
+
+def binary_channels(dataset: AgeDataset) -> list[str]:
+    """The channels stored as integer or boolean arrays (binary masks such as ``TOF_bin``).
+
+    Preprocessing writes continuous channels as float16 and binary ones as uint8, so the dtype
+    of the first subject's arrays (read as a memory map, header only) tells them apart.
+    """
+    if len(dataset) == 0:
+        return []
+    return [
+        channel
+        for channel, path in zip(dataset.channels, dataset.paths[0], strict=True)
+        if not np.issubdtype(np.load(path, mmap_mode="r").dtype, np.floating)
+    ]

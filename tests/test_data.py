@@ -1,0 +1,148 @@
+"""Cached-array dataset, torchio augmentation by channel type, reproducible loaders."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from brainage.data import AgeDataset, binary_channels, build_transforms, make_loader
+
+torch.set_num_threads(1)
+
+SHAPE = (16, 20, 16)
+FULL_SPEC = [
+    {"name": "RandomAffine", "scales": 0.05, "degrees": 5, "translation": 2, "p": 1.0},
+    {"name": "RandomFlip", "axes": ["LR"]},
+    {"name": "RandomBiasField", "coefficients": 0.3, "p": 1.0},
+    {"name": "RandomNoise", "std": 0.05, "p": 1.0},
+    {"name": "RandomGamma", "log_gamma": [-0.2, 0.2], "p": 1.0},
+]
+
+
+def make_cohort(root: Path, n: int = 12) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Subjects whose T1 is filled with their number (to check the join) and a binary TOF mask.
+
+    The manifest index is shuffled and not 0..n-1; the split lists subjects in another order.
+    """
+    rng = np.random.default_rng(0)
+    rows = []
+    for i in range(n):
+        subject = f"IXI{i:03d}"
+        t1 = np.full(SHAPE, i, dtype=np.float16) + rng.normal(0, 0.1, SHAPE).astype(np.float16)
+        mask = (rng.random(SHAPE) > 0.7).astype(np.uint8)
+        np.save(root / f"{subject}_T1.npy", t1)
+        np.save(root / f"{subject}_TOF_bin.npy", mask)
+        rows.append(
+            {
+                "subject": subject,
+                "age": 20.0 + i,
+                "sex": "F",
+                "site": "Guys",
+                "tensor_T1": str(root / f"{subject}_T1.npy"),
+                "tensor_TOF_bin": str(root / f"{subject}_TOF_bin.npy"),
+            }
+        )
+    manifest = pd.DataFrame(rows, index=rng.permutation(n) + 100).sample(frac=1, random_state=1)
+    sets = ["train"] * (n // 2) + ["tune"] * (n // 4) + ["eval"] * (n - n // 2 - n // 4)
+    split = pd.DataFrame({"subject": [r["subject"] for r in rows], "set": sets, "age": [r["age"] for r in rows]})
+    return manifest, split.sample(frac=1, random_state=2)
+
+
+def test_subset_is_selected_and_joined_by_subject_id(tmp_path: Path) -> None:
+    manifest, split = make_cohort(tmp_path)
+    dataset = AgeDataset(manifest, split, "tune", ["T1", "TOF_bin"])
+    expected = set(split.loc[split["set"] == "tune", "subject"])
+    assert set(dataset.subjects) == expected
+    for index in range(len(dataset)):
+        image, age, subject = dataset[index]
+        number = int(subject[3:])
+        assert image.shape == (2, *SHAPE) and image.dtype == torch.float32
+        assert age.dtype == torch.float32 and age.item() == 20.0 + number
+        assert abs(image[0].mean().item() - number) < 0.05  # the T1 written for this subject
+        assert set(image[1].unique().tolist()) <= {0.0, 1.0}
+
+
+def test_missing_subject_or_column_is_named(tmp_path: Path) -> None:
+    manifest, split = make_cohort(tmp_path)
+    lost = split.loc[split["set"] == "eval", "subject"].iloc[0]
+    with pytest.raises(ValueError, match=lost):
+        AgeDataset(manifest[manifest["subject"] != lost], split, "eval", ["T1"])
+    with pytest.raises(ValueError, match="tensor_TOF"):
+        AgeDataset(manifest, split, "eval", ["TOF"])
+    with pytest.raises(ValueError, match="valid subsets"):
+        AgeDataset(manifest, split, "test", ["T1"])
+
+
+def test_binary_channels_are_recognized_by_dtype(tmp_path: Path) -> None:
+    manifest, split = make_cohort(tmp_path)
+    assert binary_channels(AgeDataset(manifest, split, "train", ["T1", "TOF_bin"])) == ["TOF_bin"]
+
+
+def test_unknown_or_malformed_transform_is_rejected() -> None:
+    with pytest.raises(ValueError, match="allowed: .*RandomAffine"):
+        build_transforms([{"name": "RandomSwirl"}], [])
+    with pytest.raises(ValueError, match="RandomNoise"):
+        build_transforms([{"name": "RandomNoise", "sigma": 2}], [])
+    assert build_transforms([], []) is None
+
+
+def test_augmentation_keeps_binary_channels_binary_and_spares_them_intensity_changes(tmp_path: Path) -> None:
+    manifest, split = make_cohort(tmp_path)
+    transform = build_transforms(FULL_SPEC, ["TOF_bin"])
+    dataset = AgeDataset(manifest, split, "train", ["T1", "TOF_bin"], transform)
+    plain = AgeDataset(manifest, split, "train", ["T1", "TOF_bin"])
+    for index in range(4):
+        image, _, _ = dataset[(index, index)]
+        original, _, _ = plain[index]
+        assert set(image[1].unique().tolist()) <= {0.0, 1.0}
+        assert image[1].sum() > 0
+        assert not torch.allclose(image[0], original[0])
+
+
+def test_all_channels_share_the_spatial_transform(tmp_path: Path) -> None:
+    manifest, split = make_cohort(tmp_path)
+    # Identical content in both channels: a shared flip keeps them identical.
+    for subject_row in manifest.itertuples():
+        mask = np.load(subject_row.tensor_TOF_bin)
+        np.save(subject_row.tensor_T1, mask.astype(np.float16))
+    transform = build_transforms([{"name": "RandomFlip", "axes": ["LR"], "flip_probability": 1.0}], ["TOF_bin"])
+    image, _, _ = AgeDataset(manifest, split, "train", ["T1", "TOF_bin"], transform)[(0, 0)]
+    original, _, _ = AgeDataset(manifest, split, "train", ["T1", "TOF_bin"])[0]
+    assert torch.equal(image[0], image[1])
+    assert torch.equal(image[1], original[1].flip(0))  # LR is axis 0 of an RAS image
+
+
+def _first_batches(loader: torch.utils.data.DataLoader, count: int) -> list[torch.Tensor]:
+    batches = []
+    for _ in range(count):  # one batch from each of `count` epochs
+        images, _, _ = next(iter(loader))
+        batches.append(images)
+    return batches
+
+
+def test_same_seed_gives_the_same_augmented_batches_whatever_the_workers(tmp_path: Path) -> None:
+    manifest, split = make_cohort(tmp_path)
+    dataset = AgeDataset(manifest, split, "train", ["T1", "TOF_bin"], build_transforms(FULL_SPEC, ["TOF_bin"]))
+    first = _first_batches(make_loader(dataset, 3, True, 0, seed=5, device_type="cpu"), 2)
+    again = _first_batches(make_loader(dataset, 3, True, 0, seed=5, device_type="cpu"), 2)
+    threaded = _first_batches(make_loader(dataset, 3, True, 2, seed=5, device_type="cpu"), 2)
+    other = _first_batches(make_loader(dataset, 3, True, 0, seed=6, device_type="cpu"), 2)
+    for a, b, c in zip(first, again, threaded, strict=True):
+        assert torch.equal(a, b)
+        assert torch.equal(a, c)
+    assert not torch.equal(first[0], first[1])  # epochs differ
+    assert not torch.equal(first[0], other[0])
+
+
+def test_loader_options_follow_device_and_workers(tmp_path: Path) -> None:
+    manifest, split = make_cohort(tmp_path)
+    dataset = AgeDataset(manifest, split, "eval", ["T1"])
+    loader = make_loader(dataset, 2, False, 0, seed=0, device_type="cpu")
+    assert not loader.pin_memory and not loader.persistent_workers
+    subjects = [s for _, _, batch in loader for s in batch]
+    assert subjects == dataset.subjects  # no shuffling
+    assert make_loader(dataset, 2, False, 1, seed=0, device_type="cuda").pin_memory
