@@ -19,7 +19,7 @@ run: $(INSTALLED)
 	$(SNAKEMAKE) --report results/report.html
 
 test: $(INSTALLED)
-	$(VENV)/bin/pytest -n 2 --durations=15
+	$(VENV)/bin/pytest -n 2 --dist loadfile --durations=15
 
 dry-run: $(INSTALLED)
 	$(SNAKEMAKE) -n --quiet rules

@@ -13,6 +13,11 @@ rule register:
         t1_transform=PREPROCESS / "{subject}_T1_to_PD.mat",
         tof_transform=PREPROCESS / "{subject}_TOF_to_PD.mat",
         summary=PREPROCESS / "{subject}_registration.json",
+        **(
+            {"template_transform": PREPROCESS / "{subject}_PD_to_template.mat"}
+            if config["preprocessing"]["template"]
+            else {}
+        ),
     params:
         transform=config["preprocessing"]["registration"],
         template=config["preprocessing"]["template"],
