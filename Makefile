@@ -8,10 +8,11 @@ CORES ?= all
 
 .PHONY: run test report dry-run clean
 
-$(INSTALLED): pyproject.toml
+$(INSTALLED): pyproject.toml envs/slurm-plugin.txt
 	python3 -m venv $(VENV)
 	$(VENV)/bin/pip install --quiet --upgrade pip
 	$(VENV)/bin/pip install --quiet -e '.[test]'
+	$(VENV)/bin/pip install --quiet --no-deps -r envs/slurm-plugin.txt
 	touch $@
 
 run: $(INSTALLED)
