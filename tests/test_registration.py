@@ -103,9 +103,11 @@ def _flip_xy(shape: tuple[int, ...]) -> np.ndarray:
 @pytest.fixture(scope="module")
 def registered(subject_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
     out = tmp_path_factory.mktemp("reg")
+    template = (out / "template_T1.nii.gz", out / "template_brain_mask.nii.gz")
+    reg.prepare_template(4.0, *template)
     result = reg.register_subject(
         "sub-01", subject_dir / "pd.nii.gz", subject_dir / "t1.nii.gz", subject_dir / "mra.nii.gz", out,
-        template=True, threads=1, seed=0,
+        template=template, threads=1, seed=0,
     )
     return out, result
 
@@ -194,7 +196,7 @@ def test_registration_is_deterministic_for_a_seed(subject_dir: Path, tmp_path: P
         "import json, sys; from pathlib import Path; from brainage.registration import register_subject\n"
         "d, out = Path(sys.argv[1]), Path(sys.argv[2])\n"
         "runs = [register_subject('sub-01', d / 'pd.nii.gz', d / 't1.nii.gz', d / 'mra.nii.gz', out / str(i),"
-        " template=False, threads=1, seed=0) for i in range(2)]\n"
+        " template=None, threads=1, seed=0) for i in range(2)]\n"
         "print(json.dumps([[r['T1_from_PD'], r['TOF_from_PD']] for r in runs]))\n"
     )
     env = {key: value for key, value in os.environ.items() if key != "ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS"}
@@ -211,7 +213,7 @@ def test_truncated_input_raises_image_error_naming_the_file(subject_dir: Path, t
     truncated.write_bytes((subject_dir / "t1.nii.gz").read_bytes()[:2000])
     with pytest.raises(ImageError, match=r"sub-01.*t1\.nii\.gz"):
         reg.register_subject(
-            "sub-01", subject_dir / "pd.nii.gz", truncated, subject_dir / "mra.nii.gz", tmp_path, template=False
+            "sub-01", subject_dir / "pd.nii.gz", truncated, subject_dir / "mra.nii.gz", tmp_path, template=None
         )
 
 
@@ -221,3 +223,17 @@ def test_unknown_transform_is_rejected(subject_dir: Path, tmp_path: Path) -> Non
             "sub-01", subject_dir / "pd.nii.gz", subject_dir / "t1.nii.gz", subject_dir / "mra.nii.gz", tmp_path,
             transform="SyN",
         )
+
+
+def test_prepared_template_is_coarse_and_its_mask_covers_the_brain(tmp_path: Path) -> None:
+    t1_path, mask_path = tmp_path / "t1.nii.gz", tmp_path / "mask.nii.gz"
+    reg.prepare_template(5.0, t1_path, mask_path)
+    t1, mask = nib.load(t1_path), nib.load(mask_path)
+    assert t1.shape == mask.shape and np.allclose(t1.affine, mask.affine)
+    assert np.allclose(t1.header.get_zooms(), 5.0)
+    brain_ml = np.asarray(mask.dataobj).sum() * 125 / 1000
+    # An adult brain is 1.1-1.5 l; the mask is widened by 6 mm on every side.
+    assert 1300 < brain_ml < 2600
+    # The MNI origin (anterior commissure) lies inside the mask.
+    origin = np.round(np.linalg.inv(mask.affine) @ [0, 0, 0, 1]).astype(int)[:3]
+    assert np.asarray(mask.dataobj)[tuple(origin)] == 1

@@ -261,19 +261,34 @@ def template_path(name: str = TEMPLATE_T1) -> Path:
     return path
 
 
-def template_images(spacing: tuple[float, ...]) -> tuple[ants.ANTsImage, ants.ANTsImage]:
-    """MNI T1 template and a dilated brain mask, both resampled to ``spacing`` for speed."""
-    t1 = nifti_to_ants(load_image(template_path(TEMPLATE_T1)))
-    gm = load_image(template_path(TEMPLATE_GM))
-    wm = load_image(template_path(TEMPLATE_WM))
-    brain = ndimage.binary_fill_holes((gm.get_fdata() + wm.get_fdata()) > TEMPLATE_BRAIN_PROBABILITY)
-    margin = int(round(TEMPLATE_MARGIN_MM / float(np.min(gm.header.get_zooms()))))
-    brain = ndimage.binary_dilation(brain, iterations=margin)
-    mask = nifti_to_ants(nib.Nifti1Image(brain.astype(np.float32), gm.affine))
-    coarse = tuple(float(s) for s in spacing)
-    t1 = ants.resample_image(t1, coarse, use_voxels=False, interp_type=0)
-    mask = ants.resample_image_to_target(mask, t1, interp_type="nearestNeighbor")
-    return t1, mask
+def prepare_template(spacing: float, out_t1: Path, out_mask: Path) -> None:
+    """Write the MNI T1 template and its dilated brain mask at ``spacing`` mm, once per study.
+
+    Subjects are registered to this coarse copy: a 1 mm template would cost more than the
+    registrations themselves, and an affine fit needs no finer grid than the training grid's.
+    The brain mask is built after downsampling, where its morphology is cheap.
+    """
+    t1 = load_image(template_path(TEMPLATE_T1))
+    zooms = np.array(t1.header.get_zooms()[:3], dtype=float)
+    target = np.full(3, float(spacing))
+    shape = np.maximum(np.floor(np.array(t1.shape) * zooms / target).astype(int), 1)
+    # Voxel centres of the coarse grid span the template's field of view, centre on centre.
+    coarse = np.diag([*target, 1.0])
+    coarse[:3, 3] = t1.affine[:3, 3] + (zooms * (np.array(t1.shape) - 1) - target * (shape - 1)) / 2
+    to_fine = np.linalg.inv(t1.affine) @ coarse
+    smooth = (target / zooms - 1).clip(min=0) / 2
+
+    def resample(data: np.ndarray) -> np.ndarray:
+        blurred = ndimage.gaussian_filter(data.astype(np.float32), smooth)
+        return ndimage.affine_transform(blurred, to_fine[:3, :3], to_fine[:3, 3], output_shape=tuple(shape), order=1)
+
+    brain_probability = resample(
+        load_image(template_path(TEMPLATE_GM)).get_fdata() + load_image(template_path(TEMPLATE_WM)).get_fdata()
+    )
+    brain = ndimage.binary_fill_holes(brain_probability > TEMPLATE_BRAIN_PROBABILITY * brain_probability.max())
+    brain = ndimage.binary_dilation(brain, iterations=max(1, int(round(TEMPLATE_MARGIN_MM / float(spacing)))))
+    save_image(nib.Nifti1Image(resample(t1.get_fdata()), coarse), out_t1)
+    save_image(nib.Nifti1Image(brain.astype(np.uint8), coarse), out_mask)
 
 
 # --- the per-subject rule ----------------------------------------------------------------------
@@ -286,7 +301,7 @@ def register_subject(
     mra: Path,
     out_dir: Path,
     transform: str = "Rigid",
-    template: bool = True,
+    template: tuple[Path, Path] | None = None,
     threads: int = 1,
     seed: int = 0,
 ) -> dict[str, Any]:
@@ -296,6 +311,9 @@ def register_subject(
     ``_TOF_reg_PD`` (on the PD grid, zero outside the slab), ``_brain_mask`` (uint8),
     ``_T1_to_PD.mat``, ``_TOF_to_PD.mat``, ``_PD_to_template.mat`` (template only) and
     ``_registration.json``; returns the JSON content.
+
+    ``template``: the (T1, brain mask) files of :func:`prepare_template`; without it the grid
+    stays the subject's PD space, as the researcher had it.
 
     The brain mask is the PD head mask (:func:`head_mask_from_intensity`); with ``template`` it is
     further trimmed to the template's GM+WM mask (dilated by 6 mm) warped back to PD, which removes
@@ -308,7 +326,15 @@ def register_subject(
 
 
 def _register_subject(
-    subject: str, pd: Path, t1: Path, mra: Path, out_dir: Path, transform: str, template: bool, threads: int, seed: int
+    subject: str,
+    pd: Path,
+    t1: Path,
+    mra: Path,
+    out_dir: Path,
+    transform: str,
+    template: tuple[Path, Path] | None,
+    threads: int,
+    seed: int,
 ) -> dict[str, Any]:
     start = time.perf_counter()
     pd_img = load_image(pd, subject)
@@ -339,7 +365,7 @@ def _register_subject(
         mask_method = "PD intensity (Otsu, largest component, filled, eroded 1 voxel)"
         result: dict[str, Any] = {"subject": subject, "transform": transform, "threads": threads, "seed": seed}
         if template:
-            tmpl, tmpl_mask = template_images(spacing)
+            tmpl, tmpl_mask = (nifti_to_ants(load_image(path)) for path in template)
             tmpl_mat = linear_register(tmpl, pd_ants, "Affine", work, "template", initialise_centres=True)
             result["PD_from_template"] = read_ants_affine_ras(tmpl_mat).tolist()
             # Inverse direction: pull the template mask onto the PD grid.

@@ -2,9 +2,27 @@
 # the training arrays and the QC numbers. One job per subject and step, every step a file.
 
 
+rule template:
+    """The MNI152 template and its brain mask at the training grid's spacing, once per study."""
+    output:
+        t1=RESULTS / "template" / "template_T1.nii.gz",
+        mask=RESULTS / "template" / "template_brain_mask.nii.gz",
+    params:
+        spacing=config["preprocessing"]["grid"]["spacing"],
+    log:
+        LOGS / "template.log",
+    benchmark:
+        BENCHMARKS / "template" / "all.tsv"
+    conda:
+        "../../envs/brainage.yaml"
+    script:
+        "../scripts/template.py"
+
+
 rule register:
     input:
         unpack(raw_images),
+        template=rules.template.output if config["preprocessing"]["template"] else [],
     output:
         pd=PREPROCESS / "{subject}_PD.nii.gz",
         t1=PREPROCESS / "{subject}_T1_reg_PD.nii.gz",
@@ -20,7 +38,6 @@ rule register:
         ),
     params:
         transform=config["preprocessing"]["registration"],
-        template=config["preprocessing"]["template"],
         seed=config["seed"],
     log:
         LOGS / "register" / "{subject}.log",

@@ -13,7 +13,7 @@ summary = register_subject(
     mra=Path(snakemake.input.mra),
     out_dir=Path(snakemake.output.pd).parent,
     transform=snakemake.params.transform,
-    template=snakemake.params.template,
+    template=tuple(Path(path) for path in snakemake.input.template) or None,
     threads=snakemake.threads,
     seed=snakemake.params.seed,
 )
