@@ -24,6 +24,13 @@ validate(config, "config/schema.yaml")
 
 include: "workflow/rules/common.smk"
 include: "workflow/rules/data.smk"
+
+
+if DOWNLOADS_IXI:
+
+    include: "workflow/rules/ixi.smk"
+
+
 include: "workflow/rules/inventory.smk"
 include: "workflow/rules/preprocess.smk"
 include: "workflow/rules/manifest.smk"

@@ -9,12 +9,21 @@ from pathlib import Path
 import pytest
 import yaml
 
+# The local HTTP server fixture `server`, for download tests.
+pytest_plugins = ("http_server",)
+
 ROOT = Path(__file__).resolve().parents[1]
 SNAKEMAKE = Path(sys.executable).with_name("snakemake")
 
 
-def run_snakemake(workdir: Path, *args: str, config: dict | None = None, timeout: int = 1200) -> subprocess.CompletedProcess:
-    """Run the workflow in ``workdir`` on the tiny config plus ``config`` overrides."""
+def run_snakemake(
+    workdir: Path,
+    *args: str,
+    config: dict | None = None,
+    base_configs: tuple[Path, ...] = (),
+    timeout: int = 1200,
+) -> subprocess.CompletedProcess:
+    """Run the workflow in ``workdir`` on ``base_configs``, then the tiny config, then ``config``."""
     command = [
         str(SNAKEMAKE),
         "--snakefile", str(ROOT / "Snakefile"),
@@ -22,7 +31,7 @@ def run_snakemake(workdir: Path, *args: str, config: dict | None = None, timeout
         "--workflow-profile", "none",
         *args,
         # Last, because --configfile takes every file name that follows it.
-        "--configfile", str(ROOT / "config" / "tiny.yaml"),
+        "--configfile", *map(str, base_configs), str(ROOT / "config" / "tiny.yaml"),
     ]
     if config:
         override = workdir / "override.yaml"

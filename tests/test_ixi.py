@@ -3,15 +3,12 @@
 from __future__ import annotations
 
 import hashlib
-import http.server
 import io
 import os
 import re
 import socket
 import tarfile
-import threading
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -29,6 +26,7 @@ from brainage.ixi import (
     prepare_raw,
     read_file_table,
 )
+from http_server import Served
 
 ROOT = Path(__file__).resolve().parents[1]
 FILE_TABLE = ROOT / "resources" / "ixi_files.tsv"
@@ -38,90 +36,6 @@ FAST = {"backoff_s": 0.01, "timeout_s": 10.0, "chunk_bytes": 4096}
 
 def quiet(line: str) -> None:
     """A progress callback that discards the lines, for tests that do not look at them."""
-
-
-# ---------------------------------------------------------------------------------------------
-# A local file server with range requests, redirects and one-off truncated responses
-
-
-@dataclass
-class Served:
-    """What the test server serves, and what it was asked."""
-
-    root: Path
-    url: str = ""
-    # (path, Range header or None) per request, in order.
-    requests: list[tuple[str, str | None]] = field(default_factory=list)
-    # Cut the next file response off after this many body bytes, then forget it.
-    cut_after: int | None = None
-    # Answer 200 with the whole file even to a Range request, as some servers do.
-    ignore_range: bool = False
-
-
-class _Handler(http.server.BaseHTTPRequestHandler):
-    """Serves ``/files/<name>`` from the root with Range support, ``/redirect/<name>`` as a 301."""
-
-    served: Served
-
-    def do_GET(self) -> None:
-        self.served.requests.append((self.path, self.headers.get("Range")))
-        if self.path.startswith("/redirect/"):
-            self.send_response(301)
-            self.send_header("Location", "/files/" + self.path.removeprefix("/redirect/"))
-            self.send_header("Content-Length", "0")
-            self.end_headers()
-            return
-        path = self.served.root / self.path.removeprefix("/files/")
-        if not self.path.startswith("/files/") or not path.is_file():
-            self.send_error(404)
-            return
-        data = path.read_bytes()
-        start = self._range_start()
-        if start is not None and start >= len(data):
-            self.send_response(416)
-            self.send_header("Content-Range", f"bytes */{len(data)}")
-            self.send_header("Content-Length", "0")
-            self.end_headers()
-            return
-        if start is None:
-            self.send_response(200)
-            start = 0
-        else:
-            self.send_response(206)
-            self.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
-        body = data[start:]
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        if self.served.cut_after is not None:
-            body, self.served.cut_after = body[: self.served.cut_after], None
-            self.close_connection = True
-        self.wfile.write(body)
-
-    def _range_start(self) -> int | None:
-        match = re.fullmatch(r"bytes=(\d+)-", self.headers.get("Range") or "")
-        if match is None or self.served.ignore_range:
-            return None
-        return int(match[1])
-
-    def log_message(self, format: str, *args: object) -> None:
-        """Quiet: pytest shows the test's own output on failure."""
-
-
-@pytest.fixture
-def server(tmp_path: Path) -> Iterator[Served]:
-    root = tmp_path / "server"
-    root.mkdir()
-    served = Served(root=root)
-    handler = type("Handler", (_Handler,), {"served": served})
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    httpd.daemon_threads = True
-    served.url = f"http://127.0.0.1:{httpd.server_address[1]}"
-    thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    yield served
-    httpd.shutdown()
-    httpd.server_close()
-    thread.join()
 
 
 def serve(server: Served, name: str, n_bytes: int = 100_000) -> tuple[bytes, str]:

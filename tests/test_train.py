@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +19,7 @@ import torch
 from brainage.device import claim_gpu, select_device
 from brainage.io import read_table
 from brainage.models import load_trained_model
-from brainage.train import CHECKPOINT_NAME, HISTORY_COLUMNS, PREDICTION_COLUMNS, TrainingError, TrainingStopped, train_run
+from brainage.train import CHECKPOINT_NAME, HISTORY_COLUMNS, PREDICTION_COLUMNS, TrainingError, train_run
 
 torch.set_num_threads(1)
 
@@ -108,27 +114,69 @@ def test_every_model_trains_and_writes_complete_outputs(tmp_path: Path, cohort: 
     assert not (tmp_path / "ckpt_out" / CHECKPOINT_NAME).exists()
 
 
-def test_interrupted_run_resumes_to_the_same_history(tmp_path: Path, cohort: tuple[pd.DataFrame, pd.DataFrame]) -> None:
-    run(tmp_path, cohort, out="whole")
-    # Worker processes for the interrupted run: augmentation must not depend on them.
-    with pytest.raises(TrainingStopped):
-        run(tmp_path, cohort, out="split", training=training(workers=1), stop_after_epoch=2)
-    assert (tmp_path / "ckpt_split" / CHECKPOINT_NAME).exists()
-    assert not (tmp_path / "split").exists() or not any((tmp_path / "split").iterdir())
-    torch.manual_seed(999)  # resuming must not depend on the caller's RNG state
-    lines = run(tmp_path, cohort, out="split")
-    assert "resuming from epoch 2" in lines
-    assert sum(line.startswith("epoch ") for line in lines) == 1
+TRAIN_IN_A_PROCESS = """
+import json, sys
+import pandas as pd, torch
+from brainage.train import train_run
+torch.set_num_threads(1)
+args = json.loads(sys.argv[1])
+log = open(args["log"], "a", buffering=1)
+train_run(pd.read_csv(args["manifest"]), pd.read_csv(args["split"]), ["T1", "TOF_bin"], "cnn3d",
+          args["params"], args["training"], args["out"], args["checkpoints"], threads=1, seed=11,
+          device="cpu", log=lambda line: print(line, file=log))
+"""
+
+
+def start_training(tmp_path: Path, cohort: tuple[pd.DataFrame, pd.DataFrame], out: str, **overrides: Any) -> tuple[subprocess.Popen, Path]:
+    """Train in a separate process, as a Snakemake job does; return it and its log file."""
+    manifest, split = tmp_path / "manifest.csv", tmp_path / "split.csv"
+    cohort[0].to_csv(manifest, index=False)
+    cohort[1].to_csv(split, index=False)
+    log = tmp_path / f"{out}.log"
+    args = {"manifest": str(manifest), "split": str(split), "params": SMALL["cnn3d"], "training": training(**overrides),
+            "out": str(tmp_path / out), "checkpoints": str(tmp_path / f"ckpt_{out}"), "log": str(log)}
+    return subprocess.Popen([sys.executable, "-c", TRAIN_IN_A_PROCESS, json.dumps(args)]), log
+
+
+def kill_during_epoch(process: subprocess.Popen, log: Path, epoch: int, timeout_s: float = 120) -> None:
+    """SIGKILL the training process as soon as it has logged ``epoch``: mid-way through the next."""
+    deadline = time.monotonic() + timeout_s
+    while not (log.exists() and f"epoch {epoch}/" in log.read_text()):
+        assert process.poll() is None, "training ended before it could be killed"
+        assert time.monotonic() < deadline, "training did not reach the epoch in time"
+        time.sleep(0.005)
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait()
+
+
+def test_killed_run_resumes_to_the_same_history(tmp_path: Path, cohort: tuple[pd.DataFrame, pd.DataFrame]) -> None:
+    epochs = 8
+    whole, _ = start_training(tmp_path, cohort, "whole", epochs=epochs)
+    assert whole.wait() == 0
+    # Worker processes for the killed run: augmentation must not depend on them.
+    killed, log = start_training(tmp_path, cohort, "resumed", epochs=epochs, workers=1)
+    kill_during_epoch(killed, log, epoch=2)
+    assert killed.returncode == -signal.SIGKILL
+    assert (tmp_path / "ckpt_resumed" / CHECKPOINT_NAME).exists()
+    assert not (tmp_path / "resumed" / "history.csv").exists()
+    lines_before_kill = len(log.read_text().splitlines())
+
+    resumed, log = start_training(tmp_path, cohort, "resumed", epochs=epochs)
+    assert resumed.wait() == 0
+    lines = log.read_text().splitlines()[lines_before_kill:]
+    assert any(line.startswith("resuming from epoch ") for line in lines)
     columns = ["epoch", "train_loss", "tune_mae", "eval_mae", "lr"]
-    whole = read_table(tmp_path / "whole" / "history.csv")[columns]
-    resumed = read_table(tmp_path / "split" / "history.csv")[columns]
-    pd.testing.assert_frame_equal(whole, resumed)
-    pd.testing.assert_frame_equal(read_table(tmp_path / "whole" / "predictions.csv"), read_table(tmp_path / "split" / "predictions.csv"))
+    pd.testing.assert_frame_equal(
+        read_table(tmp_path / "whole" / "history.csv")[columns], read_table(tmp_path / "resumed" / "history.csv")[columns]
+    )
+    pd.testing.assert_frame_equal(
+        read_table(tmp_path / "whole" / "predictions.csv"), read_table(tmp_path / "resumed" / "predictions.csv")
+    )
 
 
 def test_checkpoint_of_another_configuration_is_not_resumed(tmp_path: Path, cohort: tuple[pd.DataFrame, pd.DataFrame]) -> None:
-    with pytest.raises(TrainingStopped):
-        run(tmp_path, cohort, training=training(epochs=2), stop_after_epoch=1)
+    killed, log = start_training(tmp_path, cohort, "out", epochs=8)
+    kill_during_epoch(killed, log, epoch=1)
     lines = run(tmp_path, cohort, training=training(epochs=2, lr=1e-3))
     assert any("another configuration" in line for line in lines)
     assert read_table(tmp_path / "out" / "history.csv")["epoch"].tolist() == [1, 2]

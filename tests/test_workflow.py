@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import re
 import shutil
+import sys
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
-from conftest import run_snakemake
+from conftest import ROOT, run_snakemake
+
+sys.path.insert(0, str(ROOT / "tests" / "slurm"))
+from slurm_cluster import run_through_slurm, slurm_cluster  # noqa: E402, F401 (session fixture)
 
 pytestmark = pytest.mark.workflow
 
@@ -79,16 +83,57 @@ def test_changing_the_percentile_reruns_only_binarization_and_its_dependents(tin
     assert {"training_arrays", "qc_subject", "manifest", "train", "evaluate"} <= set(counts)
 
 
+COMPARED_TABLES = ["split/split.csv", "manifest/manifest.csv", "manifest/qc_table.csv", "evaluation/metrics.csv"]
+
+
+def _assert_same_tables(first: Path, second: Path) -> None:
+    for table in COMPARED_TABLES:
+        pd.testing.assert_frame_equal(
+            pd.read_csv(first / "results" / table), pd.read_csv(second / "results" / table), obj=table
+        )
+
+
 def test_from_scratch_gives_the_same_numbers(tiny_run: Path, tmp_path: Path) -> None:
     again = tmp_path / "again"
     again.mkdir()
     result = run_snakemake(again, *RUN)
     assert result.returncode == 0, result.stderr[-5000:]
-    for table in ["split/split.csv", "manifest/manifest.csv", "evaluation/metrics.csv"]:
-        first = pd.read_csv(tiny_run / "results" / table)
-        second = pd.read_csv(again / "results" / table)
-        if "tensor_T1" in first:
-            # Absolute paths differ between the two working directories.
-            first, second = (t.drop(columns=[c for c in t if c.startswith("tensor_")]) for t in (first, second))
-        pd.testing.assert_frame_equal(first, second, obj=table)
+    _assert_same_tables(tiny_run, again)
     shutil.rmtree(again)
+
+
+def test_slurm_profile_runs_every_job_through_sbatch_with_the_local_results(
+    tiny_run: Path, slurm_cluster, tmp_path: Path  # noqa: F811 (fixture)
+) -> None:
+    workdir = tmp_path / "slurm"
+    process, slurm_jobs = run_through_slurm(
+        slurm_cluster,
+        ROOT / "Snakefile",
+        workdir,
+        ["--configfile", str(ROOT / "config" / "tiny.yaml")],
+        timeout=2400,
+    )
+    assert process.returncode == 0, process.stderr[-5000:]
+    local_log = max((tiny_run / ".snakemake" / "log").glob("*.snakemake.log")).read_text()
+    local_steps = int(re.findall(r"(\d+) of \d+ steps \(100%\) done", local_log)[-1])
+    # Every job but the target rule `all`, which has nothing to run, went through sbatch.
+    assert slurm_jobs == local_steps - 1
+    print(f"SLURM ran {slurm_jobs} jobs in {process.wall_seconds:.0f} s")
+    _assert_same_tables(tiny_run, workdir)
+    shutil.rmtree(workdir)
+
+
+def test_report_holds_every_figure_and_table_with_its_caption(tiny_run: Path) -> None:
+    report = tiny_run / "results" / "report.html"
+    result = run_snakemake(tiny_run, "--report", str(report))
+    assert result.returncode == 0, result.stderr[-3000:]
+    html = report.read_text()
+    captions = ROOT / "workflow" / "report"
+    for name in [
+        "synthetic_montage.png", "qc_gallery.png", "split.png", "learning_curves.png", "predictions.png",
+        "error_vs_age.png", "mae.png", "benchmarks.png", "metrics.csv", "comparisons.csv", "exclusions.csv",
+    ]:
+        assert name in html, name
+    for caption in captions.glob("*.rst"):
+        first_words = " ".join(caption.read_text().split()[:5])
+        assert first_words in html, caption.name

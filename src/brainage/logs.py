@@ -24,4 +24,17 @@ def log_to_file(path: str | Path) -> logging.Logger:
         force=True,
     )
     logging.captureWarnings(True)
-    return logging.getLogger("brainage")
+    logger = logging.getLogger("brainage")
+    _log_uncaught_errors(logger)
+    return logger
+
+
+def _log_uncaught_errors(logger: logging.Logger) -> None:
+    """Put the error that ends the job into its log too, not only into Snakemake's output."""
+    previous = sys.excepthook
+
+    def log_then_report(kind, error, traceback) -> None:
+        logger.error("%s: %s", kind.__name__, error)
+        previous(kind, error, traceback)
+
+    sys.excepthook = log_then_report

@@ -59,10 +59,6 @@ class TrainingError(RuntimeError):
     """Training cannot continue (for example a non-finite loss), with the epoch and batch."""
 
 
-class TrainingStopped(Exception):
-    """Raised by the ``stop_after_epoch`` test hook once that epoch's checkpoint is written."""
-
-
 @dataclasses.dataclass(frozen=True)
 class TrainingConfig:
     """The ``training`` section of the config, validated."""
@@ -125,13 +121,8 @@ def train_run(
     seed: int,
     device: str = "auto",
     log: Callable[[str], None] = print,
-    stop_after_epoch: int | None = None,
 ) -> None:
-    """Train, select by tune MAE, and write ``model.pt``, ``history.csv``, ``predictions.csv``.
-
-    ``stop_after_epoch`` exists for the resume test: it raises :class:`TrainingStopped` right
-    after that epoch's checkpoint is saved, like a job killed between epochs.
-    """
+    """Train, select by tune MAE, and write ``model.pt``, ``history.csv``, ``predictions.csv``."""
     config = TrainingConfig.from_dict(training)
     out_dir, checkpoint_dir = Path(out_dir), Path(checkpoint_dir)
     dev = select_device(device)
@@ -194,8 +185,6 @@ def train_run(
             state.stale_epochs += 1
         _save_checkpoint(checkpoint_path, key, state, model, optimizer, scheduler, train_loader)
         log(_epoch_line(row, state, config, model, improved))
-        if stop_after_epoch == epoch:
-            raise TrainingStopped(f"stopped after epoch {epoch} (stop_after_epoch)")
     if _patience_exhausted(state, config) and state.epoch < config.epochs:
         log(f"early stopping after epoch {state.epoch}: tune MAE has not improved for {config.patience} epochs")
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from brainage import synth
+from brainage import ixi, synth
 from brainage.config import check_config
 from brainage.io import read_table
 
@@ -21,6 +21,8 @@ LOGS = RESULTS / "logs"
 BENCHMARKS = RESULTS / "benchmarks"
 
 IS_SYNTHETIC = config["dataset"]["source"] == "synthetic"
+DOWNLOADS_IXI = not IS_SYNTHETIC and config["dataset"].get("download", False)
+IXI_DOWNLOADS = Path(config["dataset"].get("download_dir", "results/ixi/downloads"))
 
 
 wildcard_constraints:
@@ -39,6 +41,16 @@ def synthetic_plan() -> pd.DataFrame:
 def synthetic_row(wildcards) -> dict:
     plan = synthetic_plan().set_index("subject")
     return {"subject": wildcards.subject, **plan.loc[wildcards.subject].to_dict()}
+
+
+@functools.cache
+def ixi_file_table() -> pd.DataFrame:
+    return ixi.read_file_table(Path(workflow.basedir) / config["dataset"]["file_table"])
+
+
+def ixi_file_entry(name: str) -> ixi.FileEntry:
+    """The file's URL, size and checksum; the config's md5_overrides have the last word."""
+    return ixi.file_entry(ixi_file_table(), name, config["dataset"].get("md5_overrides", {}).get(name))
 
 
 def raw_dir() -> str:
