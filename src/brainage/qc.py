@@ -18,8 +18,8 @@ import numpy as np
 from matplotlib.figure import Figure
 from skimage.feature import canny
 
+from brainage.geometry import registration_error_mm, true_from_pd, voxel_centres_ras
 from brainage.io import load_image, read_json, save_figure
-from brainage.registration import registration_error_mm, voxel_centres_ras
 
 
 def _axial(volume: np.ndarray, k: int) -> np.ndarray:
@@ -41,12 +41,6 @@ def _overlay(ax: Any, base: np.ndarray, edges: np.ndarray, colour: str, title: s
     ax.imshow(np.ma.masked_where(~edges, edges), cmap=matplotlib.colors.ListedColormap([colour]), alpha=0.9)
     ax.set_title(title, fontsize=8)
     ax.axis("off")
-
-
-def true_from_pd(truth: dict[str, Any], modality: str) -> np.ndarray:
-    """``modality_from_PD`` implied by synthetic ground truth (head -> scanner matrices per scan)."""
-    head_to_scanner = truth["head_to_scanner"]
-    return np.asarray(head_to_scanner[modality], float) @ np.linalg.inv(np.asarray(head_to_scanner["PD"], float))
 
 
 def qc_subject(

@@ -97,21 +97,6 @@ def read_ants_affine_ras(path: str | Path) -> np.ndarray:
     return ras_lps(lps)
 
 
-def registration_error_mm(estimated: np.ndarray, true: np.ndarray, points: np.ndarray) -> float:
-    """Mean Euclidean distance (mm) between where two 4x4 transforms send the same points (N x 3)."""
-    points = np.asarray(points, dtype=float).reshape(-1, 3)
-    homogeneous = np.c_[points, np.ones(len(points))]
-    moved_estimated = homogeneous @ np.asarray(estimated, dtype=float).T
-    moved_true = homogeneous @ np.asarray(true, dtype=float).T
-    return float(np.linalg.norm(moved_estimated[:, :3] - moved_true[:, :3], axis=1).mean())
-
-
-def voxel_centres_ras(mask: np.ndarray, affine: np.ndarray) -> np.ndarray:
-    """RAS millimetre coordinates (N x 3) of the voxels set in ``mask``."""
-    indices = np.argwhere(mask)
-    return nib.affines.apply_affine(affine, indices)
-
-
 # --- similarity --------------------------------------------------------------------------------
 
 
