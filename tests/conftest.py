@@ -16,14 +16,10 @@ ROOT = Path(__file__).resolve().parents[1]
 SNAKEMAKE = Path(sys.executable).with_name("snakemake")
 
 
-def run_snakemake(
-    workdir: Path,
-    *args: str,
-    config: dict | None = None,
-    base_configs: tuple[Path, ...] = (),
-    timeout: int = 1200,
-) -> subprocess.CompletedProcess:
-    """Run the workflow in ``workdir`` on ``base_configs``, then the tiny config, then ``config``."""
+def snakemake_command(
+    workdir: Path, *args: str, config: dict | None = None, base_configs: tuple[Path, ...] = ()
+) -> list[str]:
+    """The command that runs the workflow in ``workdir`` on ``base_configs``, tiny, ``config``."""
     command = [
         str(SNAKEMAKE),
         "--snakefile", str(ROOT / "Snakefile"),
@@ -37,6 +33,18 @@ def run_snakemake(
         override = workdir / "override.yaml"
         override.write_text(yaml.safe_dump(config))
         command.append(str(override))
+    return command
+
+
+def run_snakemake(
+    workdir: Path,
+    *args: str,
+    config: dict | None = None,
+    base_configs: tuple[Path, ...] = (),
+    timeout: int = 1200,
+) -> subprocess.CompletedProcess:
+    """Run :func:`snakemake_command` and capture its output."""
+    command = snakemake_command(workdir, *args, config=config, base_configs=base_configs)
     return subprocess.run(command, capture_output=True, text=True, timeout=timeout)
 
 

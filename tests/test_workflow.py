@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
+import signal
+import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
-from conftest import ROOT, run_snakemake
+from conftest import ROOT, run_snakemake, snakemake_command
 
 sys.path.insert(0, str(ROOT / "tests" / "slurm"))
 from slurm_cluster import run_through_slurm, slurm_cluster  # noqa: E402, F401 (session fixture)
@@ -93,11 +97,31 @@ def _assert_same_tables(first: Path, second: Path) -> None:
         )
 
 
-def test_from_scratch_gives_the_same_numbers(tiny_run: Path, tmp_path: Path) -> None:
+def _kill_during_preprocessing(workdir: Path, timeout_s: float = 600) -> None:
+    """Start the workflow and SIGKILL Snakemake and its jobs once some subjects are registered."""
+    command = snakemake_command(workdir, *RUN)
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.monotonic() + timeout_s
+    while len(list((workdir / "results" / "preprocess").glob("*/*_registration.json"))) < 5:
+        assert process.poll() is None, "the workflow ended before it could be killed"
+        assert time.monotonic() < deadline, "preprocessing did not start in time"
+        time.sleep(0.05)
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+
+
+def test_killed_from_scratch_run_resumes_to_the_same_numbers(tiny_run: Path, tmp_path: Path) -> None:
+    """A new results/ from scratch, killed with SIGKILL mid-preprocessing, then rerun."""
     again = tmp_path / "again"
     again.mkdir()
-    result = run_snakemake(again, *RUN)
+    _kill_during_preprocessing(again)
+    assert not (again / "results" / "evaluation").exists()
+    # A killed Snakemake leaves its lock behind: the user's first step, as Snakemake tells them.
+    assert run_snakemake(again, "--unlock").returncode == 0
+    result = run_snakemake(again, *RUN, "--rerun-incomplete")
     assert result.returncode == 0, result.stderr[-5000:]
+    # Every write is a temporary name renamed into place: no leftovers anywhere.
+    assert not [path for path in (again / "results").rglob("*") if ".tmp" in path.name]
     _assert_same_tables(tiny_run, again)
     shutil.rmtree(again)
 

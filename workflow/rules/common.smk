@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from brainage import ixi, synth
+from brainage import demographics, ixi, synth
 from brainage.config import check_config
 from brainage.io import read_table
 
@@ -59,6 +59,16 @@ def raw_dir() -> str:
 
 def demographics_sheet() -> str:
     return str(SYNTHETIC / "IXI.xls") if IS_SYNTHETIC else config["dataset"]["demographics"]
+
+
+def check_existing_sheet() -> None:
+    """A sheet that is already there is read now, so a wrong sheet or column stops the run before any job."""
+    sheet = Path(demographics_sheet())
+    if not IS_SYNTHETIC and sheet.exists():
+        demographics.read_demographics(sheet, config["dataset"]["sheet"])
+
+
+check_existing_sheet()
 
 
 def inventory_table() -> pd.DataFrame:
