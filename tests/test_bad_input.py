@@ -81,7 +81,7 @@ def raw_cohort(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, pd
 def _config(raw: Path, sheet_path: Path, **dataset: str) -> dict:
     return {
         "dataset": {"source": "ixi", "download": False, "raw_dir": str(raw), "demographics": str(sheet_path), **dataset},
-        "preprocessing": {"grid": {"shape": [32, 40, 32], "spacing": 5.0}},
+        "preprocessing": {"grid": {"shape": [24, 28, 24], "spacing": 6.5}},
         "split": {"eval_size": 4, "tune_size": 2},
     }
 

@@ -21,6 +21,7 @@ from conftest import run_snakemake
         ({"modalities": {"T2": ["T2"]}}, "T2"),
         ({"split": {"eval_size": 500}}, "split.eval_size"),
         ({"training": {"init_weights": "missing.pt"}}, "training.init_weights"),
+        ({"models": {"sfcn": {"params": {"channels": [4, 8, 8, 8, 8, 8]}}}}, "preprocessing.grid.shape"),
     ],
 )
 def test_bad_config_stops_before_any_job(workdir: Path, override: dict, expected: str) -> None:

@@ -57,7 +57,7 @@ def test_ixi_config_downloads_verifies_extracts_and_runs(server: Served, tmp_pat
     workdir.mkdir()
     override = {
         "dataset": {"file_table": str(table)},
-        "preprocessing": {"grid": {"shape": [32, 40, 32], "spacing": 5.0}},
+        "preprocessing": {"grid": {"shape": [24, 28, 24], "spacing": 6.5}},
         # About 20 of the 24 subjects are usable.
         "split": {"eval_size": 6, "tune_size": 3},
     }

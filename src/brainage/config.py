@@ -13,8 +13,8 @@ from typing import Any
 # A usable fraction below which a synthetic cohort of n subjects cannot fill the split:
 # the generator's IXI-like quirks exclude roughly one subject in eight.
 SYNTHETIC_USABLE_FRACTION = 0.85
-# SFCN halves the grid five times; smaller grids collapse to nothing.
-MIN_GRID_FOR_SFCN = 32
+# Published SFCN widths: five pooled blocks, then a pointwise one.
+SFCN_DEFAULT_CHANNELS = 6
 
 
 class ConfigError(ValueError):
@@ -37,12 +37,17 @@ def check_config(config: Mapping[str, Any]) -> None:
             if not dataset.get(key):
                 raise ConfigError(f"dataset.{key}", "required when dataset.source is 'ixi'")
 
-    shape = config["preprocessing"]["grid"]["shape"]
-    if "sfcn" in config["models"] and min(shape) < MIN_GRID_FOR_SFCN:
-        raise ConfigError(
-            "preprocessing.grid.shape",
-            f"{shape} is too small for sfcn, which needs at least {MIN_GRID_FOR_SFCN} voxels per axis",
-        )
+    if "sfcn" in config["models"]:
+        shape = config["preprocessing"]["grid"]["shape"]
+        channels = config["models"]["sfcn"].get("params", {}).get("channels", [None] * SFCN_DEFAULT_CHANNELS)
+        # Every block but the last halves the grid; an axis must keep at least one voxel.
+        needed = 2 ** (len(channels) - 1)
+        if min(shape) < needed:
+            raise ConfigError(
+                "preprocessing.grid.shape",
+                f"{shape} is too small for sfcn with {len(channels) - 1} pooled blocks: "
+                f"every axis needs at least {needed} voxels",
+            )
 
     trainings = {"training": config["training"]}
     for name, model in config["models"].items():
