@@ -20,6 +20,11 @@ import numpy as np
 import pandas as pd
 
 
+# mkstemp creates files readable by the owner only; outputs get the usual permissions instead.
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+
+
 class ImageError(ValueError):
     """A raw or derived image that cannot be used, with the subject and file it came from."""
 
@@ -46,6 +51,7 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     tmp = Path(tmp_name)
     try:
         yield tmp
+        tmp.chmod(0o666 & ~_UMASK)
         os.replace(tmp, final)
     finally:
         tmp.unlink(missing_ok=True)
