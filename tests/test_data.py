@@ -8,8 +8,16 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+import torchio as tio
 
-from brainage.data import AgeDataset, binary_channels, build_transforms, make_loader
+from brainage.data import (
+    AgeDataset,
+    FastRandomBiasField,
+    binary_channels,
+    build_transforms,
+    make_loader,
+    polynomial_bias_field,
+)
 
 torch.set_num_threads(1)
 
@@ -146,3 +154,94 @@ def test_loader_options_follow_device_and_workers(tmp_path: Path) -> None:
     subjects = [s for _, _, batch in loader for s in batch]
     assert subjects == dataset.subjects  # no shuffling
     assert make_loader(dataset, 2, False, 1, seed=0, device_type="cuda").pin_memory
+
+
+# The fast bias field against torchio's own (odd, even and length-1 axes; orders 0 to 4).
+@pytest.mark.parametrize("shape", [(16, 20, 16), (7, 10, 5), (1, 4, 3), (9, 9, 9)])
+@pytest.mark.parametrize("order", [0, 1, 3, 4])
+def test_fast_bias_field_equals_torchio_for_fixed_coefficients(shape: tuple[int, int, int], order: int) -> None:
+    count = len(tio.RandomBiasField(coefficients=0.5, order=order).get_params(order, (-0.5, 0.5)))
+    coefficients = np.random.default_rng(order).uniform(-0.5, 0.5, count).tolist()
+    expected = tio.BiasField.generate_bias_field(torch.zeros((1, *shape)), order, coefficients)
+    field = polynomial_bias_field(shape, order, coefficients)
+    assert field.dtype == expected.dtype == np.float32 and field.shape == expected.shape
+    np.testing.assert_allclose(field, expected, rtol=1e-6, atol=0)
+    with pytest.raises(ValueError, match="coefficients"):
+        polynomial_bias_field(shape, order, [*coefficients, 0.1])
+
+
+def _bias_subject(shape: tuple[int, int, int] = (12, 14, 10)) -> tio.Subject:
+    rng = np.random.default_rng(3)
+    return tio.Subject(
+        T1=tio.ScalarImage(tensor=torch.from_numpy(rng.uniform(0.5, 1.5, (1, *shape)).astype(np.float32)), affine=np.eye(4)),
+        TOF=tio.ScalarImage(tensor=torch.ones((1, *shape)), affine=np.eye(4)),
+        TOF_bin=tio.LabelMap(tensor=torch.from_numpy((rng.random((1, *shape)) > 0.7).astype(np.float32)), affine=np.eye(4)),
+    )
+
+
+def test_fast_random_bias_field_draws_like_torchio_and_spares_binary_channels() -> None:
+    """Same seed, same draws (probability, one coefficient set per ScalarImage), same output."""
+    for seed in range(20):
+        outputs = []
+        for transform in (FastRandomBiasField(coefficients=0.3, p=0.5), tio.RandomBiasField(coefficients=0.3, p=0.5)):
+            torch.manual_seed(seed)
+            subject = _bias_subject()
+            outputs.append(transform(subject))
+            assert torch.equal(outputs[-1]["TOF_bin"].data, subject["TOF_bin"].data)
+        fast, reference = outputs
+        for name in ("T1", "TOF"):
+            torch.testing.assert_close(fast[name].data, reference[name].data, rtol=1e-6, atol=0)
+        assert torch.equal(fast["TOF_bin"].data, _bias_subject()["TOF_bin"].data)
+    # Each continuous channel gets its own field, as in torchio.
+    torch.manual_seed(0)
+    applied = FastRandomBiasField(coefficients=0.3, p=1.0)(_bias_subject())
+    assert not torch.allclose(applied["TOF"].data, applied["T1"].data / _bias_subject()["T1"].data)
+
+
+def test_fast_random_bias_field_statistics_match_torchio_over_independent_draws() -> None:
+    """Independent streams (different seeds): the log-field's distribution agrees."""
+    shape = (10, 12, 8)
+
+    def log_fields(transform: tio.Transform, seed: int, draws: int = 300) -> np.ndarray:
+        torch.manual_seed(seed)
+        fields = [
+            transform(tio.Subject(T1=tio.ScalarImage(tensor=torch.ones((1, *shape)), affine=np.eye(4))))["T1"].data.numpy()
+            for _ in range(draws)
+        ]
+        return np.log(np.stack(fields))
+
+    fast = log_fields(FastRandomBiasField(coefficients=0.3, p=1.0), seed=1)
+    reference = log_fields(tio.RandomBiasField(coefficients=0.3, p=1.0), seed=2)
+    # Per-draw summaries (a draw's voxels are strongly correlated; draws are independent).
+    for summary in (np.mean, np.std, np.min, np.max):
+        a = summary(fast.reshape(len(fast), -1), axis=1)
+        b = summary(reference.reshape(len(reference), -1), axis=1)
+        scale = np.sqrt((a.var() + b.var()) / len(a))
+        assert abs(a.mean() - b.mean()) < 4 * scale, summary.__name__
+        assert 0.8 < a.std() / b.std() < 1.25, summary.__name__
+    quantiles = [0.01, 0.1, 0.5, 0.9, 0.99]
+    np.testing.assert_allclose(np.quantile(fast, quantiles), np.quantile(reference, quantiles), atol=0.08)
+
+
+def test_config_name_random_bias_field_builds_the_fast_transform() -> None:
+    transform = build_transforms([{"name": "RandomBiasField", "coefficients": 0.3, "p": 0.3}], [])
+    (bias,) = transform.pipeline.transforms
+    assert isinstance(bias, FastRandomBiasField) and isinstance(bias, tio.RandomBiasField)
+    assert bias.coefficients_range == (-0.3, 0.3) and bias.order == 3 and bias.probability == 0.3
+
+
+def test_pipeline_without_copies_gives_torchio_copying_results() -> None:
+    """build_transforms skips torchio's deep copies; the draws and outputs are unchanged."""
+    rng = np.random.default_rng(4)
+    t1 = torch.from_numpy(rng.uniform(0.5, 1.5, (1, *SHAPE)).astype(np.float32))
+    mask = torch.from_numpy((rng.random((1, *SHAPE)) > 0.7).astype(np.float32))
+    fast = build_transforms(FULL_SPEC, ["TOF_bin"])
+    copying = build_transforms([{**entry, "copy": True} for entry in FULL_SPEC], ["TOF_bin"])
+    copying.pipeline = tio.Compose(copying.pipeline.transforms, copy=True)
+    for seed in range(5):
+        torch.manual_seed(seed)
+        a = fast({"T1": t1.clone(), "TOF_bin": mask.clone()})
+        torch.manual_seed(seed)
+        b = copying({"T1": t1.clone(), "TOF_bin": mask.clone()})
+        for name in ("T1", "TOF_bin"):
+            assert torch.equal(a[name], b[name])

@@ -25,9 +25,76 @@ SPATIAL_TRANSFORMS: dict[str, type[tio.Transform]] = {
     "RandomFlip": tio.RandomFlip,
     "RandomElasticDeformation": tio.RandomElasticDeformation,
 }
+
+
+def polynomial_bias_field(shape: Sequence[int], order: int, coefficients: Sequence[float]) -> np.ndarray:
+    """torchio's bias field ``exp(sum c_abc x^a y^b z^c)``, evaluated separably.
+
+    Same coordinates as :meth:`tio.BiasField.generate_bias_field` (voxel centres relative to
+    the volume centre, each axis divided by its largest value), same coefficient order
+    (x-order outermost, then y, then z, total degree ≤ ``order``), same float64 sums and
+    ``exp``, same float32 result: exact, not an approximation. torchio forms every monomial
+    over the whole volume (≈ 20 full-volume products for order 3, 0.4 s at 128³); here the
+    y-z part is summed on the 2-D (y, z) plane and one (X × order+1) · (order+1 × Y·Z) product
+    gives the log-field, so the full volume is touched once by the product and once by ``exp``.
+    """
+    if len(shape) != 3:
+        raise ValueError(f"bias field needs a 3-D shape, got {tuple(shape)}")
+    powers = []
+    for n in shape:
+        half = n / 2
+        axis = np.arange(-half, half) + 0.5
+        if axis.max() > 0:
+            axis = axis / axis.max()
+        powers.append(np.stack([axis**degree for degree in range(order + 1)]))  # (order+1, n)
+    table = np.zeros((order + 1,) * 3)
+    index = 0
+    for x_order in range(order + 1):
+        for y_order in range(order + 1 - x_order):
+            for z_order in range(order + 1 - (x_order + y_order)):
+                table[x_order, y_order, z_order] = coefficients[index]
+                index += 1
+    if index != len(coefficients):
+        raise ValueError(f"order {order} needs {index} coefficients, got {len(coefficients)}")
+    px, py, pz = powers
+    plane = np.einsum("abc,bj,ck->ajk", table, py, pz).reshape(order + 1, -1)  # (order+1, Y·Z)
+    # einsum rather than BLAS: a matrix product with an inner dimension of 4 is slow in BLAS.
+    log_field = np.einsum("ai,aj->ij", px, plane)  # (X, Y·Z), float64
+    return np.exp(log_field, out=log_field).astype(np.float32).reshape(tuple(shape))
+
+
+class FastBiasField(tio.BiasField):
+    """:class:`tio.BiasField` with the field from :func:`polynomial_bias_field`."""
+
+    @staticmethod
+    def generate_bias_field(data: Any, order: int, coefficients: Sequence[float]) -> np.ndarray:
+        return polynomial_bias_field(data.shape[1:], order, coefficients)
+
+
+class FastRandomBiasField(tio.RandomBiasField):
+    """``tio.RandomBiasField`` with an exact, ~50× faster field evaluation.
+
+    The configuration name stays ``RandomBiasField`` and the arguments are torchio's
+    (``coefficients``, ``order``, ``p``, ...). Parameters are drawn by torchio's own code in
+    the same order from the same RNG (one coefficient set per ScalarImage, none for
+    LabelMaps), so under a given seed the output equals torchio's to float precision; only
+    :meth:`FastBiasField.generate_bias_field` differs.
+    """
+
+    def apply_transform(self, subject: tio.Subject) -> tio.Subject:
+        images = self.get_images_dict(subject)
+        if not images:
+            return subject
+        coefficients = {name: self.get_params(self.order, self.coefficients_range) for name in images}
+        orders = dict.fromkeys(images, self.order)
+        # The subject is already this call's own copy (if copying was asked for): no second one.
+        return FastBiasField(coefficients=coefficients, order=orders, **{**self._get_base_args(), "copy": False})(subject)
+
+
 # torchio applies intensity transforms to ScalarImages only, so binary LabelMaps are spared.
+# RandomBiasField is torchio's, drawn identically, with the field evaluated separably.
 INTENSITY_TRANSFORMS: dict[str, type[tio.Transform]] = {
-    "RandomBiasField": tio.RandomBiasField,
+    "RandomBiasField": FastRandomBiasField,
     "RandomNoise": tio.RandomNoise,
     "RandomGamma": tio.RandomGamma,
     "RandomBlur": tio.RandomBlur,
@@ -44,6 +111,7 @@ class ChannelTransform:
     Every channel sees the same random spatial transform; continuous channels are ScalarImages
     (linear interpolation, intensity transforms), binary channels LabelMaps (nearest neighbour,
     no intensity transforms). Images get an identity RAS affine so that "LR" flips axis 0.
+    Pipelines from :func:`build_transforms` do not copy: pass tensors that nothing else needs.
     """
 
     def __init__(self, pipeline: tio.Transform, binary_channels: Sequence[str]) -> None:
@@ -78,11 +146,14 @@ def build_transforms(spec: Sequence[dict[str, Any]], binary_channels: Sequence[s
             )
         # YAML gives lists; torchio wants tuples for axes and ranges.
         kwargs = {key: tuple(value) if isinstance(value, list) else value for key, value in kwargs.items()}
+        # No defensive deep copies (torchio makes one per transform and one for Compose):
+        # ChannelTransform wraps freshly loaded tensors that nothing else holds.
+        kwargs.setdefault("copy", False)
         try:
             transforms.append(TRANSFORMS[name](**kwargs))
         except (TypeError, ValueError) as error:
             raise ValueError(f"augmentation entry {position} ({name}): bad arguments {kwargs}: {error}") from error
-    return ChannelTransform(tio.Compose(transforms), binary_channels)
+    return ChannelTransform(tio.Compose(transforms, copy=False), binary_channels)
 
 
 class AgeDataset(Dataset):
@@ -139,7 +210,9 @@ class AgeDataset(Dataset):
                 if seed is not None:
                     torch.manual_seed(seed)
                 volumes = self.transforms(volumes)
-        image = torch.cat([volumes[channel].float() for channel in self.channels])
+        tensors = [volumes[channel].float() for channel in self.channels]
+        # One channel needs no concatenation (a full-volume copy).
+        image = tensors[0] if len(tensors) == 1 else torch.cat(tensors)
         return image, torch.tensor(self.ages[index]), self.subjects[index]
 
     def _load(self, index: int, channel_index: int) -> Tensor:
