@@ -270,3 +270,9 @@ def test_gpu_bf16_smoke(tmp_path: Path, cohort: tuple[pd.DataFrame, pd.DataFrame
     assert history["train_loss"].iloc[1:].min() < history["train_loss"].iloc[0]
     print(f"{name}: peak {torch.cuda.max_memory_allocated() / 2**20:.0f} MiB, "
           f"{history['samples_per_s'].iloc[1:].mean():.1f} samples/s")
+
+
+def test_a_last_batch_of_one_does_not_break_batch_norm(tmp_path: Path, cohort: tuple[pd.DataFrame, pd.DataFrame]) -> None:
+    """24 training subjects in batches of 23 would leave one; SFCN pools 16³ down to one voxel."""
+    run(tmp_path, cohort, name="sfcn", model_params={"channels": [4, 8, 8, 8, 4]}, training=training(epochs=1, batch_size=23))
+    assert read_table(tmp_path / "out" / "history.csv")["epoch"].tolist() == [1]

@@ -268,12 +268,15 @@ def make_loader(
 
     The sampler's generator (``loader.sampler.generator``) is the state to checkpoint; the
     loader's own generator only seeds workers, which the per-sample seeds make irrelevant.
-    Workers persist across epochs; memory is pinned for CUDA.
+    Workers persist across epochs; memory is pinned for CUDA. A shuffled (training) loader drops
+    an incomplete last batch: a batch of one subject breaks batch norm once a network has pooled
+    the grid down to a single voxel.
     """
     sampler = SeededSampler(len(dataset), shuffle, torch.Generator().manual_seed(seed))
     return DataLoader(
         dataset,
         batch_size=batch_size,
+        drop_last=shuffle and len(dataset) > batch_size,
         sampler=sampler,
         num_workers=workers,
         pin_memory=device_type == "cuda",
