@@ -15,7 +15,8 @@ checkpoint inventory:
         LOGS / "inventory.log",
     benchmark:
         BENCHMARKS / "inventory" / "all.tsv"
-    threads: 4
+    # Two: a larger request would never start on a two-core cluster node (as in the SLURM test).
+    threads: 2
     resources:
         mem_mb=4000,
         runtime=60,
