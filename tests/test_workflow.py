@@ -138,8 +138,9 @@ def test_slurm_profile_runs_every_job_through_sbatch_with_the_local_results(
         timeout=2400,
     )
     assert process.returncode == 0, process.stderr[-5000:]
-    local_log = max((tiny_run / ".snakemake" / "log").glob("*.snakemake.log")).read_text()
-    local_steps = int(re.findall(r"(\d+) of \d+ steps \(100%\) done", local_log)[-1])
+    logs = sorted((tiny_run / ".snakemake" / "log").glob("*.snakemake.log"))
+    completed = [re.findall(r"(\d+) of \d+ steps \(100%\) done", log.read_text()) for log in logs]
+    local_steps = int([steps for steps in completed if steps][0][-1])
     # Every job but the target rule `all`, which has nothing to run, went through sbatch.
     assert slurm_jobs == local_steps - 1
     print(f"SLURM ran {slurm_jobs} jobs in {process.wall_seconds:.0f} s")
