@@ -19,7 +19,7 @@ from brainage import synth
 from conftest import ROOT, run_snakemake
 
 SEED = 17
-N_SUBJECTS = 30
+N_SUBJECTS = 36
 
 
 def _snapshot(folder: Path) -> dict[str, str]:

@@ -19,7 +19,7 @@ from conftest import ROOT, run_snakemake
 from http_server import Served
 
 SEED = 11
-N_SUBJECTS = 24
+N_SUBJECTS = 28
 
 
 def _md5(path: Path) -> str:
@@ -58,7 +58,7 @@ def test_ixi_config_downloads_verifies_extracts_and_runs(server: Served, tmp_pat
     override = {
         "dataset": {"file_table": str(table)},
         "preprocessing": {"grid": {"shape": [24, 28, 24], "spacing": 6.5}},
-        # About 20 of the 24 subjects are usable.
+        # About 20 of the 28 subjects are usable after the sheet quirks and QC.
         "split": {"eval_size": 6, "tune_size": 3},
     }
     result = run_snakemake(
