@@ -126,6 +126,8 @@ def test_killed_from_scratch_run_resumes_to_the_same_numbers(tiny_run: Path, tmp
     shutil.rmtree(again)
 
 
+# Some 170 sbatch jobs on a two-core node take longer than the suite's default per-test limit.
+@pytest.mark.timeout(2700)
 def test_slurm_profile_runs_every_job_through_sbatch_with_the_local_results(
     tiny_run: Path, slurm_cluster, tmp_path: Path  # noqa: F811 (fixture)
 ) -> None:
