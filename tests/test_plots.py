@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import matplotlib.image
+import nibabel as nib
 import numpy as np
 import pandas as pd
 import pytest
@@ -170,3 +171,36 @@ def test_plots_never_import_pyplot():
     code = "import sys, brainage.plots; print('matplotlib.pyplot' in sys.modules)"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "False"
+
+
+def write_head(path: Path, size: float, seed: int) -> None:
+    """A noisy ellipsoid of ``size`` (0..1) in a 3D image with 1.2 mm slices."""
+    grid = np.stack(np.meshgrid(*(np.linspace(-1, 1, n) for n in (20, 24, 16)), indexing="ij"))
+    data = (np.square(grid).sum(axis=0) < size**2) * 100.0 + np.random.default_rng(seed).normal(0, 5, (20, 24, 16))
+    nib.save(nib.Nifti1Image(data.astype(np.float32), np.diag([1.0, 1.0, 1.2, 1.0])), path)
+
+
+def test_youngest_and_oldest_shows_the_included_extremes(tmp_path):
+    rows = []
+    for index, (age, included) in enumerate([(30.0, True), (19.0, False), (71.5, True), (45.0, True)]):
+        subject = f"IXI{index:03d}"
+        row = {"subject": subject, "age": age, "included": included}
+        for number, modality in enumerate(("T1", "PD", "MRA")):
+            row[f"path_{modality}"] = str(tmp_path / f"{subject}-{modality}.nii.gz")
+            write_head(tmp_path / f"{subject}-{modality}.nii.gz", 0.4 + age / 200, index * 3 + number)
+        rows.append(row)
+    out = tmp_path / "figure"
+    out.mkdir()
+    path = out / "youngest_oldest.png"
+    plots.plot_youngest_and_oldest(pd.DataFrame(rows), path)
+    assert_png_with_content(path)
+    # The excluded 19-year-old is not the youngest shown: a missing file would have failed.
+    Path(rows[1]["path_T1"]).unlink()
+    plots.plot_youngest_and_oldest(pd.DataFrame(rows), path)
+
+
+def test_youngest_and_oldest_needs_an_included_subject(tmp_path):
+    inventory = pd.DataFrame({"subject": ["IXI001"], "age": [40.0], "included": [False]})
+    with pytest.raises(ValueError, match="no included subject"):
+        plots.plot_youngest_and_oldest(inventory, tmp_path / "figure.png")
+    assert not list(tmp_path.iterdir())

@@ -58,7 +58,8 @@ def test_profile_lifts_the_workstation_gpu_cap(monkeypatch):
     assert args.executor == "slurm"
     assert args.resources["gpu"].value >= 100
     assert args.set_resources["train"]["gpu"].value == 1
-    assert args.set_resources["register"]["mem_mb"].value == 8000
+    assert args.set_resources["register"]["mem_mb"].value == 3000
+    assert args.set_threads["train"] == 2  # a login node without GPU would make it 1
     _, args = parse_args(["--profile", str(SLURM_PROFILE), "--workflow-profile", "none"])
     assert args.resources["gpu"].value >= 100
     # The pitfall the profile's header warns about: with a plain --profile, the

@@ -407,10 +407,3 @@ def test_vessel_tree_is_a_deterministic_mask_and_signal() -> None:
     assert 0 < mask.sum() < 0.1 * mask.size
     assert np.all(signal[mask] > 0)
     assert np.array_equal(mask, again_mask) and np.array_equal(signal, again_signal)
-
-
-def test_plot_montage_writes_a_png(dataset: Dataset, tmp_path: Path) -> None:
-    path = tmp_path / "montage.png"
-    synth.plot_montage(dataset.raw, dataset.plan, path)
-    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert [p.name for p in tmp_path.iterdir()] == ["montage.png"]

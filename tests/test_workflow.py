@@ -47,12 +47,35 @@ def test_dry_run_plans_the_synthetic_data_before_anything_exists(workdir: Path) 
     assert counts["inventory"] == 1
 
 
+def _train_jobs(dry_run_output: str) -> list[str]:
+    """The dry run's job descriptions of rule train (each follows a ``[date]`` line)."""
+    blocks = re.split(r"^\[[^\]]*\d{4}\]$", dry_run_output, flags=re.MULTILINE)
+    return [block for block in blocks if block.lstrip().startswith("rule train:")]
+
+
+@pytest.mark.parametrize(
+    ("device", "gpu_token", "threads"),
+    [("cpu", False, 1), ("cuda", True, 2)],
+)
+def test_training_jobs_take_a_gpu_token_only_when_training_on_a_gpu(
+    workdir: Path, device: str, gpu_token: bool, threads: int
+) -> None:
+    result = run_snakemake(workdir, "-n", "--cores", "2", config={"training": {"device": device}})
+    assert result.returncode == 0, result.stderr[-3000:]
+    jobs = _train_jobs(result.stdout)
+    assert len(jobs) == _job_counts(result.stdout)["train"] > 0
+    for job in jobs:
+        assert f"gpu={int(gpu_token)}" in job, job
+        # Snakemake lists threads only when there are more than one.
+        assert f"threads: {threads}" in job or (threads == 1 and "threads:" not in job), job
+
+
 def test_every_final_output_exists(tiny_run: Path) -> None:
     results = tiny_run / "results"
     for name in [
         "synthetic/IXI.xls",
         "synthetic/ground_truth.csv",
-        "figures/synthetic_montage.png",
+        "figures/youngest_oldest.png",
         "inventory/subjects.csv",
         "manifest/manifest.csv",
         "manifest/qc_gallery.png",
@@ -136,7 +159,9 @@ def test_slurm_profile_runs_every_job_through_sbatch_with_the_local_results(
         slurm_cluster,
         ROOT / "Snakefile",
         workdir,
-        ["--configfile", str(ROOT / "config" / "tiny.yaml")],
+        # The profile gives training jobs 2 threads for GPU nodes; torch's CPU kernels sum in an
+        # order that depends on the thread count, so equal numbers need the local run's 1 thread.
+        ["--set-threads", "train=1", "--configfile", str(ROOT / "config" / "tiny.yaml")],
         timeout=2400,
     )
     assert process.returncode == 0, process.stderr[-5000:]
@@ -158,7 +183,7 @@ def test_report_holds_every_figure_and_table_with_its_caption(tiny_run: Path) ->
     html = report.read_text()
     captions = ROOT / "workflow" / "report"
     for name in [
-        "synthetic_montage.png", "qc_gallery.png", "split.png", "learning_curves.png", "predictions.png",
+        "youngest_oldest.png", "qc_gallery.png", "split.png", "learning_curves.png", "predictions.png",
         "error_vs_age.png", "mae.png", "benchmarks.png", "metrics.csv", "comparisons.csv", "exclusions.csv",
     ]:
         assert name in html, name

@@ -1,4 +1,5 @@
-"""Figures of the evaluation: learning curves, predictions, error trends, MAE comparison, cost.
+"""Figures: the youngest and oldest subject, learning curves, predictions, error trends, MAE
+comparison, cost.
 
 Figures are built with matplotlib's object-oriented :class:`~matplotlib.figure.Figure` API and
 never touch pyplot, so no global state leaks between figures or into the workflow's processes.
@@ -228,3 +229,32 @@ def plot_benchmarks(summary: pd.DataFrame, path: str | Path) -> None:
         ax.margins(x=0.15)
         ax.tick_params(labelsize=8)
     io.save_figure(fig, path, dpi=DPI)
+
+
+def plot_youngest_and_oldest(inventory: pd.DataFrame, path: Path) -> None:
+    """The youngest and the oldest included subject: T1 and PD mid-slices, the MRA's axial MIP.
+
+    ``inventory`` is the inventory table (``subject``, ``age``, ``included``, ``path_T1``,
+    ``path_PD``, ``path_MRA``), so the figure shows real IXI and synthetic data alike. The raw
+    images are reoriented to RAS by :func:`brainage.io.load_image`, so the panels look the same
+    whatever the storage order.
+    """
+    included = inventory[inventory["included"].astype(bool)].sort_values("age")
+    if included.empty:
+        raise ValueError("the inventory has no included subject to show")
+    chosen = [included.iloc[0], included.iloc[-1]] if len(included) > 1 else [included.iloc[0]]
+    figure = Figure(figsize=(9.0, 3.2 * len(chosen)), layout="constrained")
+    axes = figure.subplots(len(chosen), 3, squeeze=False)
+    for row_axes, record in zip(axes, chosen, strict=True):
+        for axis, modality in zip(row_axes, ("T1", "PD", "MRA"), strict=True):
+            image = io.load_image(record[f"path_{modality}"], record["subject"])
+            data = np.asanyarray(image.dataobj)
+            plane = data.max(axis=2) if modality == "MRA" else data[:, :, data.shape[2] // 2]
+            x_mm, y_mm = image.header.get_zooms()[:2]
+            # rot90 puts anterior up, the subject's right on the right; the aspect keeps mm square.
+            axis.imshow(np.rot90(plane), cmap="gray", aspect=float(y_mm / x_mm))
+            axis.set_title("MRA axial MIP" if modality == "MRA" else f"{modality} mid-slice", fontsize=9)
+            axis.set_xticks([])
+            axis.set_yticks([])
+        row_axes[0].set_ylabel(f"{record['subject']}\nage {float(record['age']):.1f}", fontsize=10)
+    io.save_figure(figure, path, dpi=100)

@@ -55,7 +55,7 @@ import nibabel as nib
 import numpy as np
 import pandas as pd
 
-from brainage.io import atomic_path, load_image, save_figure, save_image, write_json, write_table
+from brainage.io import atomic_path, save_image, write_json, write_table
 
 MODALITIES = ("T1", "PD", "MRA")
 SITES = ("Guys", "HH", "IOP")
@@ -200,12 +200,6 @@ def plan_cohort(n_subjects: int, seed: int, bio_age_sigma: float = 3.0) -> pd.Da
             "imaged": imaged,
         }
     )
-
-
-def _usable_subjects(plan: pd.DataFrame) -> pd.DataFrame:
-    """Rows a correct pipeline keeps: imaged, with an MRA, and one unambiguous age in the sheet."""
-    keep = plan["imaged"] & plan["has_mra"] & plan["sheet_status"].isin(USABLE_STATUSES)
-    return plan[keep]
 
 
 def _quirk_count(fraction: float, n_subjects: int, cap: int | None = None) -> int:
@@ -1123,45 +1117,6 @@ def synthesize_subject(row: Mapping, raw_dir: Path, truth_dir: Path, scale: floa
         "head_to_scanner": {modality: poses[modality].tolist() for modality in MODALITIES},
     }
     write_json(truth, Path(truth_dir) / f"{subject}.json")
-
-
-# ---------------------------------------------------------------------------------------------
-# Montage
-# ---------------------------------------------------------------------------------------------
-
-
-def plot_montage(raw_dir: Path, plan: pd.DataFrame, path: Path) -> None:
-    """PNG of the youngest and oldest usable subjects: T1 and PD mid-slices, MRA axial MIP.
-
-    The images are reoriented to RAS first, so the panels look the same whatever the storage.
-    """
-    # matplotlib is imported here so the per-subject jobs do not pay for it.
-    from matplotlib.figure import Figure
-
-    usable = _usable_subjects(plan).sort_values("age")
-    if usable.empty:
-        raise ValueError("the plan has no usable subject to show")
-    chosen = [usable.iloc[0], usable.iloc[-1]] if len(usable) > 1 else [usable.iloc[0]]
-    figure = Figure(figsize=(9.0, 3.2 * len(chosen)), layout="constrained")
-    axes = figure.subplots(len(chosen), 3, squeeze=False)
-    for row_axes, record in zip(axes, chosen, strict=True):
-        files = subject_files(record)
-        panels = {}
-        for modality in MODALITIES:
-            image = load_image(Path(raw_dir) / files[modality], record["subject"])
-            data = np.asanyarray(image.dataobj)
-            plane = data.max(axis=2) if modality == "MRA" else data[:, :, data.shape[2] // 2]
-            title = "MRA axial MIP" if modality == "MRA" else f"{modality} mid-slice"
-            x_mm, y_mm = image.header.get_zooms()[:2]
-            panels[title] = (plane, float(y_mm / x_mm))
-        for axis, (title, (plane, aspect)) in zip(row_axes, panels.items(), strict=True):
-            # rot90 puts anterior up, the subject's right on the right; the aspect keeps mm square.
-            axis.imshow(np.rot90(plane), cmap="gray", aspect=aspect)
-            axis.set_title(title, fontsize=9)
-            axis.set_xticks([])
-            axis.set_yticks([])
-        row_axes[0].set_ylabel(f"{record['subject']}\nage {float(record['age']):.1f}", fontsize=10)
-    save_figure(figure, path, dpi=100)
 
 
 def assemble_dataset(subject_dirs: Sequence[Path], raw_dir: Path) -> int:

@@ -1,6 +1,7 @@
 # Paths, input functions and checks shared by every rules file.
 
 import functools
+import os
 import re
 from pathlib import Path
 
@@ -73,7 +74,14 @@ check_existing_sheet()
 
 def inventory_table() -> pd.DataFrame:
     """The inventory, once the checkpoint has run: every later per-subject job hangs on it."""
-    return read_table(checkpoints.inventory.get().output.subjects)
+    path = Path(checkpoints.inventory.get().output.subjects)
+    return read_inventory(path, path.stat().st_mtime_ns)
+
+
+@functools.cache
+def read_inventory(path: Path, mtime_ns: int) -> pd.DataFrame:
+    # Input functions ask for the table once per job; keyed by mtime, a rewritten table is re-read.
+    return read_table(path)
 
 
 def included_subjects(wildcards=None) -> list[str]:
@@ -104,6 +112,22 @@ def model_training(model: str) -> dict:
     return {**config["training"], **config["models"][model].get("training", {})}
 
 
+def trains_on_gpu(model: str) -> bool:
+    """Whether the model's training jobs take a `gpu` token (one at a time per GPU) or train on
+    the CPU beside each other.
+
+    `auto` looks for NVIDIA device files instead of asking torch, whose import would add
+    seconds to every Snakemake start, a no-op rerun included.
+    """
+    device = model_training(model)["device"]
+    if device == "cpu":
+        return False
+    if device == "auto":
+        hidden = os.environ.get("CUDA_VISIBLE_DEVICES") in ("", "-1")
+        return not hidden and any(Path("/dev").glob("nvidia[0-9]*"))
+    return True
+
+
 def runs() -> list[tuple[str, str]]:
     return [(modality, model) for modality in config["modalities"] for model in config["models"]]
 
@@ -125,7 +149,6 @@ def final_outputs() -> list[str]:
         RESULTS / "evaluation" / "error_vs_age.png",
         RESULTS / "evaluation" / "mae.png",
         RESULTS / "evaluation" / "benchmarks.png",
+        RESULTS / "figures" / "youngest_oldest.png",
     ]
-    if IS_SYNTHETIC:
-        outputs.append(RESULTS / "figures" / "synthetic_montage.png")
     return [str(path) for path in outputs]

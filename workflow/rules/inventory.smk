@@ -24,3 +24,20 @@ checkpoint inventory:
         "../../envs/brainage.yaml"
     script:
         "../scripts/inventory.py"
+
+
+rule youngest_and_oldest:
+    input:
+        inventory=rules.inventory.output.subjects,
+    output:
+        report(
+            RESULTS / "figures" / "youngest_oldest.png",
+            caption="../report/youngest_oldest.rst",
+            category="1. Data",
+        ),
+    log:
+        LOGS / "youngest_oldest.log",
+    conda:
+        "../../envs/brainage.yaml"
+    script:
+        "../scripts/youngest_oldest.py"

@@ -45,7 +45,8 @@ rule register:
         BENCHMARKS / "register" / "{subject}.tsv"
     threads: 1
     resources:
-        mem_mb=2000,
+        # Peak RSS at IXI's real size (T1 256×256×150, MRA 512×512×100): 1.3 GB.
+        mem_mb=3000,
         runtime=30,
     conda:
         "../../envs/brainage.yaml"
