@@ -39,9 +39,9 @@ def template_spacing(scale: float) -> float:
 def prepare(scale: float, root: Path) -> dict:
     """Synthesize one subject and the template at ``scale``; return paths and preparation times."""
     from brainage.registration import prepare_template
-    from brainage.synth import _usable_subjects, plan_cohort, subject_files, synthesize_subject
+    from brainage.synth import plan_cohort, subject_files, synthesize_subject, usable_subjects
 
-    row = _usable_subjects(plan_cohort(12, SEED)).iloc[0].to_dict()
+    row = usable_subjects(plan_cohort(12, SEED)).iloc[0].to_dict()
     start = time.perf_counter()
     synthesize_subject(row, root / "raw", root / "truth", scale, SEED)
     synth_s = time.perf_counter() - start

@@ -66,7 +66,7 @@ def raw_cohort(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, pd
     for row in plan[plan["imaged"]].to_dict("records"):
         synth.synthesize_subject(row, raw, root / "truth", 0.15, SEED)
     synth.write_demographics(plan, root / "IXI.xls", SEED)
-    usable = plan[plan["imaged"] & plan["has_mra"] & plan["sheet_status"].isin(synth.USABLE_STATUSES)]
+    usable = synth.usable_subjects(plan)
     expected = {}
     for row, (how, (modality, reason)) in zip(usable.to_dict("records"), BROKEN.items()):
         path = raw / synth.subject_files(row)[modality]
@@ -111,8 +111,7 @@ def test_broken_images_and_sheet_quirks_exclude_only_their_subjects(raw_cohort, 
 
     manifest = pd.read_csv(tmp_path / "results" / "manifest" / "manifest.csv")
     assert not set(manifest["subject"]) & set(exclusions.index)
-    usable = plan["imaged"] & plan["has_mra"] & plan["sheet_status"].isin(synth.USABLE_STATUSES)
-    assert set(manifest["subject"]) <= set(plan.loc[usable, "subject"]) - set(expected)
+    assert set(manifest["subject"]) <= set(synth.usable_subjects(plan)["subject"]) - set(expected)
     assert _snapshot(raw) == before
 
 

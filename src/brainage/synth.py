@@ -202,6 +202,11 @@ def plan_cohort(n_subjects: int, seed: int, bio_age_sigma: float = 3.0) -> pd.Da
     )
 
 
+def usable_subjects(plan: pd.DataFrame) -> pd.DataFrame:
+    """Rows a correct pipeline keeps: imaged, with an MRA, and one unambiguous age in the sheet."""
+    return plan[plan["imaged"] & plan["has_mra"] & plan["sheet_status"].isin(USABLE_STATUSES)]
+
+
 def _quirk_count(fraction: float, n_subjects: int, cap: int | None = None) -> int:
     """Scale a quirk with the cohort, but guarantee one of each from 12 subjects up."""
     count = round(fraction * n_subjects)
