@@ -8,9 +8,15 @@ import time
 from pathlib import Path
 
 import pandas as pd
+import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def read_config(name: str) -> dict:
+    """``config/<name>`` as the workflow reads it (without its schema defaults)."""
+    return yaml.safe_load((ROOT / "config" / name).read_text())
 
 
 def machine() -> str:

@@ -28,27 +28,23 @@ import numpy as np
 import pandas as pd
 import torch
 import torchio as tio
-import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import ROOT, median_time, report  # noqa: E402
+from _common import median_time, read_config, report  # noqa: E402
 
 from brainage.data import AgeDataset, ChannelTransform, FastRandomBiasField, build_transforms, make_loader  # noqa: E402
 
 BATCH = 4
 
 
-def augmentation_spec() -> list[dict]:
-    return yaml.safe_load((ROOT / "config" / "config.yaml").read_text())["training"]["augmentation"]
+def torchio_kwargs(entry: dict, drop: tuple[str, ...] = ("name",)) -> dict:
+    """An augmentation entry's arguments for torchio, which wants tuples where YAML gives lists."""
+    return {k: tuple(v) if isinstance(v, list) else v for k, v in entry.items() if k not in drop}
 
 
 def torchio_compose(spec: list[dict]) -> tio.Compose:
     """The spec built from torchio's own classes (what a plain torchio pipeline would use)."""
-    transforms = []
-    for entry in spec:
-        kwargs = {k: tuple(v) if isinstance(v, list) else v for k, v in entry.items() if k != "name"}
-        transforms.append(getattr(tio, entry["name"])(**kwargs))
-    return tio.Compose(transforms)
+    return tio.Compose([getattr(tio, entry["name"])(**torchio_kwargs(entry)) for entry in spec])
 
 
 def head_like(shape: tuple[int, int, int], rng: np.random.Generator) -> np.ndarray:
@@ -132,7 +128,7 @@ def transform_table(root: Path, spec: list[dict], grid: str, repeats: int) -> li
         "read .npy float16 → float32": lambda: torch.from_numpy(np.asarray(np.load(npy, mmap_mode="r"), dtype=np.float32)),
     }
     for entry in spec:
-        kwargs = {k: tuple(v) if isinstance(v, list) else v for k, v in entry.items() if k not in ("name", "p")}
+        kwargs = torchio_kwargs(entry, drop=("name", "p"))
         costs[f"{entry['name']} (torchio, p=1)"] = getattr(tio, entry["name"])(**kwargs)
         if entry["name"] == "RandomBiasField":
             costs["RandomBiasField (fast, p=1)"] = FastRandomBiasField(**kwargs)
@@ -153,13 +149,15 @@ def transform_table(root: Path, spec: list[dict], grid: str, repeats: int) -> li
             call()
         rows.append({"grid": grid, "step": name + " mean", "ms_per_volume": 1000 * (time.perf_counter() - start) / draws,
                      "cpu_ms_per_volume": 1000 * (time.process_time() - cpu) / draws})
-    for name, compose in (("all four (torchio, p=1)", [dict(e, p=1.0) if "p" in e else e for e in spec]),):
-        tio_all = torchio_compose(compose)
-        ours_all = build_transforms(compose, [])
-        torch.manual_seed(0)
-        for label, call in ((name, lambda: tio_all(subject())), ("all four (ours, p=1)", lambda: ours_all({"T1": tensor.clone()}))):
-            wall, cpu = median_time(call, repeats)
-            rows.append({"grid": grid, "step": label, "ms_per_volume": 1000 * wall, "cpu_ms_per_volume": 1000 * cpu})
+    always = [dict(entry, p=1.0) if "p" in entry else entry for entry in spec]
+    tio_all, ours_all = torchio_compose(always), build_transforms(always, [])
+    torch.manual_seed(0)
+    for label, call in (
+        ("all four (torchio, p=1)", lambda: tio_all(subject())),
+        ("all four (ours, p=1)", lambda: ours_all({"T1": tensor.clone()})),
+    ):
+        wall, cpu = median_time(call, repeats)
+        rows.append({"grid": grid, "step": label, "ms_per_volume": 1000 * wall, "cpu_ms_per_volume": 1000 * cpu})
     return rows
 
 
@@ -168,8 +166,9 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="small grids and few volumes (< 1 min)")
     args = parser.parse_args()
     torch.manual_seed(0)
-    spec = augmentation_spec()
-    demo = tuple(yaml.safe_load((ROOT / "config" / "config.yaml").read_text())["preprocessing"]["grid"]["shape"])
+    config = read_config("config.yaml")
+    spec = config["training"]["augmentation"]
+    demo = tuple(config["preprocessing"]["grid"]["shape"])
     if args.quick:
         grids, volumes, epochs, repeats = {"64³": (64, 64, 64), "demo": demo}, 8, 2, 3
     else:

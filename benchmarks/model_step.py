@@ -28,11 +28,10 @@ from pathlib import Path
 
 import pandas as pd
 import torch
-import yaml
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import ROOT, report  # noqa: E402
+from _common import read_config, report  # noqa: E402
 
 from brainage.models import build_model, count_parameters  # noqa: E402
 from brainage.train import _objective  # noqa: E402
@@ -44,9 +43,7 @@ PUBLISHED_CPU_GRID = (32, 40, 32)
 
 
 def configs() -> tuple[dict, dict]:
-    demo = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())
-    ixi = yaml.safe_load((ROOT / "config" / "ixi.yaml").read_text())
-    return demo, ixi
+    return read_config("config.yaml"), read_config("ixi.yaml")
 
 
 def model_settings(config: dict, model: str) -> tuple[dict, int]:

@@ -22,10 +22,9 @@ import time
 from pathlib import Path
 
 import pandas as pd
-import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import ROOT, report  # noqa: E402
+from _common import read_config, report  # noqa: E402
 
 SEED = 20260
 
@@ -33,7 +32,7 @@ SEED = 20260
 def template_spacing(scale: float) -> float:
     """The grid spacing the workflow would use: ixi.yaml's for the real geometry, else the demo's."""
     name = "ixi.yaml" if scale >= 1.0 else "config.yaml"
-    return float(yaml.safe_load((ROOT / "config" / name).read_text())["preprocessing"]["grid"]["spacing"])
+    return float(read_config(name)["preprocessing"]["grid"]["spacing"])
 
 
 def prepare(scale: float, root: Path) -> dict:

@@ -27,16 +27,13 @@ from brainage.metrics import benchmark_table, summarize_benchmarks  # noqa: E402
 SNAKEMAKE = Path(sys.executable).with_name("snakemake")
 
 
-def snakemake(workdir: Path, cores: int, configfiles: list[Path], targets: list[str], log: Path,
-              config: list[str] | None = None) -> tuple[float, str]:
+def snakemake(workdir: Path, cores: int, configfiles: list[Path], targets: list[str], log: Path) -> tuple[float, str]:
     """Run snakemake; return (wall seconds, output). Raises with the log's tail on failure."""
-    # Targets first: --configfile and --config take every following word.
+    # Targets first: --configfile takes every following word.
     command = [str(SNAKEMAKE), *targets, "--snakefile", str(ROOT / "Snakefile"), "--directory", str(workdir),
                "--cores", str(cores), "--resources", "gpu=1"]
     if configfiles:
         command += ["--configfile", *map(str, configfiles)]
-    if config:
-        command += ["--config", *config]
     start = time.perf_counter()
     result = subprocess.run(command, capture_output=True, text=True, check=False)
     seconds = time.perf_counter() - start

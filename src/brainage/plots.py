@@ -231,7 +231,7 @@ def plot_benchmarks(summary: pd.DataFrame, path: str | Path) -> None:
     io.save_figure(fig, path, dpi=DPI)
 
 
-def plot_youngest_and_oldest(inventory: pd.DataFrame, path: Path) -> None:
+def plot_youngest_and_oldest(inventory: pd.DataFrame, path: str | Path) -> None:
     """The youngest and the oldest included subject: T1 and PD mid-slices, the MRA's axial MIP.
 
     ``inventory`` is the inventory table (``subject``, ``age``, ``included``, ``path_T1``,
