@@ -32,19 +32,21 @@ import torchio as tio
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import median_time, read_config, report  # noqa: E402
 
-from brainage.data import AgeDataset, ChannelTransform, FastRandomBiasField, build_transforms, make_loader  # noqa: E402
+from brainage.data import (  # noqa: E402
+    AgeDataset,
+    ChannelTransform,
+    FastRandomBiasField,
+    build_transforms,
+    make_loader,
+    torchio_arguments,
+)
 
 BATCH = 4
 
 
-def torchio_kwargs(entry: dict, drop: tuple[str, ...] = ("name",)) -> dict:
-    """An augmentation entry's arguments for torchio, which wants tuples where YAML gives lists."""
-    return {k: tuple(v) if isinstance(v, list) else v for k, v in entry.items() if k not in drop}
-
-
 def torchio_compose(spec: list[dict]) -> tio.Compose:
     """The spec built from torchio's own classes (what a plain torchio pipeline would use)."""
-    return tio.Compose([getattr(tio, entry["name"])(**torchio_kwargs(entry)) for entry in spec])
+    return tio.Compose([getattr(tio, entry["name"])(**torchio_arguments(entry)) for entry in spec])
 
 
 def head_like(shape: tuple[int, int, int], rng: np.random.Generator) -> np.ndarray:
@@ -128,7 +130,7 @@ def transform_table(root: Path, spec: list[dict], grid: str, repeats: int) -> li
         "read .npy float16 → float32": lambda: torch.from_numpy(np.asarray(np.load(npy, mmap_mode="r"), dtype=np.float32)),
     }
     for entry in spec:
-        kwargs = torchio_kwargs(entry, drop=("name", "p"))
+        kwargs = torchio_arguments(entry, drop=("name", "p"))
         costs[f"{entry['name']} (torchio, p=1)"] = getattr(tio, entry["name"])(**kwargs)
         if entry["name"] == "RandomBiasField":
             costs["RandomBiasField (fast, p=1)"] = FastRandomBiasField(**kwargs)

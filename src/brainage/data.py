@@ -128,6 +128,14 @@ class ChannelTransform:
         return {name: transformed[name].data for name in channels}
 
 
+def torchio_arguments(entry: dict[str, Any], drop: Sequence[str] = ("name",)) -> dict[str, Any]:
+    """An augmentation entry's arguments for its torchio class, without the keys in ``drop``.
+
+    YAML gives lists; torchio wants tuples for axes and ranges.
+    """
+    return {key: tuple(value) if isinstance(value, list) else value for key, value in entry.items() if key not in drop}
+
+
 def build_transforms(spec: Sequence[dict[str, Any]], binary_channels: Sequence[str]) -> Transform | None:
     """Map a config list like ``[{"name": "RandomFlip", "axes": ["LR"]}, ...]`` to a transform.
 
@@ -138,14 +146,12 @@ def build_transforms(spec: Sequence[dict[str, Any]], binary_channels: Sequence[s
         return None
     transforms = []
     for position, entry in enumerate(spec):
-        kwargs = dict(entry)
-        name = kwargs.pop("name", None)
+        name = entry.get("name")
         if name not in TRANSFORMS:
             raise ValueError(
                 f"augmentation entry {position} has name {name!r}; allowed: {', '.join(sorted(TRANSFORMS))}"
             )
-        # YAML gives lists; torchio wants tuples for axes and ranges.
-        kwargs = {key: tuple(value) if isinstance(value, list) else value for key, value in kwargs.items()}
+        kwargs = torchio_arguments(entry)
         # No defensive deep copies (torchio makes one per transform and one for Compose):
         # ChannelTransform wraps freshly loaded tensors that nothing else holds.
         kwargs.setdefault("copy", False)
