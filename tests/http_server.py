@@ -1,4 +1,4 @@
-"""A local HTTP file server for download tests: range requests, redirects, cut-off responses.
+"""A local HTTP file server for download tests: range requests, redirects, cut-off and slow responses.
 
 It listens on 127.0.0.1 only; nothing in the tests reaches another address.
 """
@@ -8,6 +8,7 @@ from __future__ import annotations
 import http.server
 import re
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,6 +28,10 @@ class Served:
     cut_after: int | None = None
     # Answer 200 with the whole file even to a Range request, as some servers do.
     ignore_range: bool = False
+    # Cut every file response off after this many body bytes, as a server that always drops.
+    cut_every: int | None = None
+    # Send the body one byte at a time, this many seconds apart, as a stalling server does.
+    trickle_s: float | None = None
 
 
 class _Handler(http.server.BaseHTTPRequestHandler):
@@ -66,7 +71,23 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         if self.served.cut_after is not None:
             body, self.served.cut_after = body[: self.served.cut_after], None
             self.close_connection = True
-        self.wfile.write(body)
+        if self.served.cut_every is not None:
+            body = body[: self.served.cut_every]
+            self.close_connection = True
+        if self.served.trickle_s is None:
+            self.wfile.write(body)
+            return
+        self._trickle(body, self.served.trickle_s)
+
+    def _trickle(self, body: bytes, interval_s: float) -> None:
+        """Write ``body`` a byte at a time; stop once the client has hung up."""
+        for i in range(len(body)):
+            try:
+                self.wfile.write(body[i : i + 1])
+            except OSError:  # the client gave up: nothing left to send to
+                self.close_connection = True
+                return
+            time.sleep(interval_s)
 
     def _range_start(self) -> int | None:
         match = re.fullmatch(r"bytes=(\d+)-", self.headers.get("Range") or "")

@@ -12,6 +12,7 @@ import pytest
 import xlwt
 
 from brainage.demographics import DemographicsError, read_demographics, resolve_subjects
+from brainage.inventory import build_inventory
 
 REAL_SHEET = Path("/work/shared/data/ixi/IXI.xls")
 
@@ -58,8 +59,9 @@ def test_reads_xls_quirks(tmp_path: Path) -> None:
     rows = read_demographics(write_xls(tmp_path / "ixi.xls"))
     assert list(rows.columns) == [
         "row", "ixi_id", "sex", "height", "weight", "ethnic_id", "marital_id", "occupation_id",
-        "qualification_id", "dob", "date_available", "study_date", "age",
+        "qualification_id", "dob", "date_available", "study_date", "age", "age_text",
     ]
+    assert rows["age_text"].isna().all()
     assert len(rows) == len(ROWS)
     assert rows["row"].tolist() == list(range(2, len(ROWS) + 2))
     first = rows.iloc[0]
@@ -101,11 +103,103 @@ def test_missing_required_column_lists_columns(tmp_path: Path) -> None:
         read_demographics(path)
 
 
+def write_sheet(path: Path, header: list[str], rows: list[list]) -> Path:
+    """Write ``rows`` as .xls, .xlsx or .csv by suffix; booleans become TRUE/FALSE text in CSV, as Excel writes them."""
+    if path.suffix == ".xls":
+        return write_xls(path, rows=rows, header=header)
+    if path.suffix == ".xlsx":
+        book = openpyxl.Workbook()
+        book.active.title = "Table"
+        for row in [header, *rows]:
+            book.active.append(row)
+        book.save(path)
+        return path
+    lines = [header, *[[str(v).upper() if isinstance(v, bool) else str(v) for v in row] for row in rows]]
+    path.write_text("".join(",".join(map(str, line)) + "\n" for line in lines))
+    return path
+
+
 def test_text_in_numeric_column_names_row(tmp_path: Path) -> None:
     rows = [r.copy() for r in ROWS]
-    rows[1][-1] = "thirty"
-    with pytest.raises(DemographicsError, match=r"row 3, column age: 'thirty' is not a number"):
+    rows[1][2] = "tall"
+    with pytest.raises(DemographicsError, match=r"row 3, column height: 'tall' is not a number"):
         read_demographics(write_xls(tmp_path / "ixi.xls", rows=rows))
+
+
+@pytest.mark.parametrize("suffix", [".xls", ".xlsx", ".csv"])
+def test_boolean_in_numeric_column_is_not_a_number(tmp_path: Path, suffix: str) -> None:
+    path = write_sheet(tmp_path / f"ixi{suffix}", ["IXI_ID", "HEIGHT", "AGE"], [[2, 170, 40], [3, True, 50]])
+    with pytest.raises(DemographicsError, match=r"row 3, column height: 'TRUE' is not a number"):
+        read_demographics(path)
+
+
+# (IXI_ID, AGE cell, reason); xlsx cannot hold infinity.
+IMPLAUSIBLE_AGES = [
+    (3, 1e308, "age 1e+308 is not a plausible age (allowed 0-120)"),
+    (4, -5, "age -5 is not a plausible age (allowed 0-120)"),
+    (5, 200, "age 200 is not a plausible age (allowed 0-120)"),
+    (6, True, "age TRUE is not a plausible age (allowed 0-120)"),
+    (7, "thirty", "age thirty is not a plausible age (allowed 0-120)"),
+]
+INFINITE_AGE = (8, float("inf"), "age inf is not a plausible age (allowed 0-120)")
+
+
+@pytest.mark.parametrize("suffix", [".xls", ".xlsx", ".csv"])
+def test_implausible_or_non_numeric_age_excludes_the_subject(tmp_path: Path, suffix: str) -> None:
+    cases = IMPLAUSIBLE_AGES + ([INFINITE_AGE] if suffix != ".xlsx" else [])
+    rows = [[2, 40.5], [9, 120], *[[ixi_id, age] for ixi_id, age, _ in cases]]
+    path = write_sheet(tmp_path / f"ixi{suffix}", ["IXI_ID", "AGE"], rows)
+    subjects, exclusions = resolve_subjects(read_demographics(path))
+    assert subjects["subject"].tolist() == ["IXI002", "IXI009"]
+    assert subjects["age"].tolist() == [40.5, 120]
+    assert "age_text" not in subjects
+    assert dict(zip(exclusions["subject"], exclusions["reason"])) == {
+        f"IXI{ixi_id:03d}": reason for ixi_id, _, reason in cases
+    }
+
+
+def test_age_range_comes_from_the_caller(tmp_path: Path) -> None:
+    path = write_sheet(tmp_path / "ixi.csv", ["IXI_ID", "AGE"], [[2, 17.9], [3, 18], [4, 90.5]])
+    subjects, exclusions = resolve_subjects(read_demographics(path), age_range=(18, 90))
+    assert subjects["subject"].tolist() == ["IXI003"]
+    assert exclusions["reason"].tolist() == [
+        "age 17.9 is not a plausible age (allowed 18-90)",
+        "age 90.5 is not a plausible age (allowed 18-90)",
+    ]
+
+
+def test_implausible_age_in_a_duplicated_row_excludes_the_id(tmp_path: Path) -> None:
+    path = write_sheet(tmp_path / "ixi.csv", ["IXI_ID", "AGE"], [[2, 40], [2, 400]])
+    subjects, exclusions = resolve_subjects(read_demographics(path))
+    assert subjects.empty
+    assert exclusions["reason"].tolist() == ["age 400 is not a plausible age (allowed 0-120)"]
+
+
+@pytest.mark.parametrize(
+    "content", [b"", b"\n\n", b"IXI_ID,AGE\n"], ids=["zero-bytes", "blank-lines", "header-only"]
+)
+def test_empty_csv_names_the_file(tmp_path: Path, content: bytes) -> None:
+    path = tmp_path / "ixi.csv"
+    path.write_bytes(content)
+    with pytest.raises(DemographicsError, match=r"ixi\.csv: (file is empty|no data rows below the header)"):
+        read_demographics(path)
+
+
+@pytest.mark.parametrize("encoding", ["utf-8", "utf-8-sig", "latin-1", "cp1252"])
+def test_csv_from_excel_in_any_usual_encoding_reads_alike(tmp_path: Path, encoding: str) -> None:
+    note = "Müller, Ørsted" + (" €" if encoding != "latin-1" else "")
+    path = tmp_path / "ixi.csv"
+    path.write_bytes(f'IXI_ID,AGE,NOTE\n2,40.5,"{note}"\n'.encode(encoding))
+    rows = read_demographics(path)
+    assert rows["ixi_id"].tolist() == [2] and rows["age"].tolist() == [40.5]
+    assert rows["note"].tolist() == [note]
+
+
+def test_csv_that_is_not_text_names_the_file(tmp_path: Path) -> None:
+    path = tmp_path / "ixi.csv"
+    path.write_bytes(b"IXI_ID,AGE\n2,\x81\xfe\x8d\n")
+    with pytest.raises(DemographicsError, match=r"ixi\.csv: not UTF-8 or Windows-1252 \(Latin-1\) text"):
+        read_demographics(path)
 
 
 def test_resolve_rules(tmp_path: Path) -> None:
@@ -156,3 +250,11 @@ def test_sheet_without_data_rows(tmp_path: Path) -> None:
     path.write_text("IXI_ID,AGE\n,\n")
     with pytest.raises(DemographicsError, match=r"ixi\.csv: no data rows below the header"):
         read_demographics(path)
+
+
+def test_inventory_excludes_by_the_given_age_range(tmp_path: Path) -> None:
+    sheet = write_sheet(tmp_path / "ixi.csv", ["IXI_ID", "AGE"], [[2, 40], [3, 95]])
+    (tmp_path / "raw").mkdir()
+    _, exclusions = build_inventory(tmp_path / "raw", sheet, ["T1"], age_range=(18, 90))
+    reasons = dict(zip(exclusions["subject"], exclusions["reason"]))
+    assert reasons["IXI003"] == "age 95 is not a plausible age (allowed 18-90); no images"

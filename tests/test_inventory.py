@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import tracemalloc
 from pathlib import Path
 
 import nibabel as nib
@@ -11,6 +12,7 @@ import pandas as pd
 import pytest
 import xlwt
 
+from brainage import inventory
 from brainage.inventory import INVENTORY_COLUMNS, InventoryError, build_inventory, check_images, scan_raw
 
 
@@ -136,3 +138,53 @@ def test_build_inventory(tmp_path: Path) -> None:
     assert len(exclusions) == (~subjects["included"]).sum()
     sheet_only = subjects.set_index("subject").loc["IXI020"]
     assert sheet_only["ixi_id"] == 20 and sheet_only["path_T1"] == "" and sheet_only["site"] == ""
+
+
+def test_lying_headers_are_excluded_without_allocating_their_claims(tmp_path: Path) -> None:
+    """Two ~100-byte files claiming 1 GB and 216 MB, checked by two threads at once, cost megabytes."""
+    claims = {1000: "header declares 1000000000 voxels", 600: "header declares 216000352 bytes"}
+    paths = []
+    for side in claims:
+        header = nib.Nifti1Header()
+        header.set_data_dtype(np.uint8)
+        header.set_data_shape((side, side, side))
+        header.set_sform(np.eye(4), code=1)
+        header["vox_offset"] = 352
+        paths.append(tmp_path / f"claim{side}.nii.gz")
+        paths[-1].write_bytes(gzip.compress(header.binaryblock + b"\0" * 4 + b"\1" * 64))
+    files = pd.DataFrame({"subject": ["IXI001", "IXI002"], "path_T1": [str(p) for p in paths]})
+    tracemalloc.start()
+    try:
+        problems = check_images(files, ["T1"], threads=2)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 32 * 2**20
+    assert len(problems) == 2
+    for path, claim, reason in zip(paths, claims.values(), problems["reason"]):
+        assert reason.startswith(f"bad T1 image {path}: {claim}")
+
+
+def test_one_bad_image_never_stops_the_inventory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An unsupported type and an unexpected exception each exclude their own subject, naming the file."""
+    good = write_image(tmp_path / "good.nii.gz")
+    rgb_data = np.zeros((4, 4, 4), dtype=[("R", "u1"), ("G", "u1"), ("B", "u1")])
+    rgb_data["G"] = 7
+    rgb = tmp_path / "rgb.nii.gz"
+    nib.save(nib.Nifti1Image(rgb_data, np.eye(4)), rgb)
+    odd = write_image(tmp_path / "odd.nii.gz")
+    real_load = inventory.load_image
+
+    def load_or_fail(path: str, subject: str | None = None) -> nib.Nifti1Image:
+        if path == str(odd):
+            raise RuntimeError("something nobody foresaw")
+        return real_load(path, subject)
+
+    monkeypatch.setattr(inventory, "load_image", load_or_fail)
+    files = pd.DataFrame({"subject": ["IXI001", "IXI002", "IXI003"], "path_T1": [str(good), str(rgb), str(odd)]})
+    reasons = dict(check_images(files, ["T1"], threads=2).itertuples(index=False))
+    assert set(reasons) == {"IXI002", "IXI003"}
+    assert reasons["IXI002"] == (
+        f"bad T1 image {rgb}: data type RGB is not supported (expected real integer or float voxels)"
+    )
+    assert reasons["IXI003"] == f"bad T1 image {odd}: cannot be checked (RuntimeError: something nobody foresaw)"

@@ -11,6 +11,7 @@ docstring, and every subject it drops comes back with a reason.
 from __future__ import annotations
 
 import datetime as dt
+import io
 import math
 import re
 from collections.abc import Sequence
@@ -23,6 +24,9 @@ import pandas as pd
 # Duplicated rows whose ages differ by more than this (in years, about four days) disagree
 # about who the subject is; closer ages are the same age written with different rounding.
 AGE_TOLERANCE_YEARS = 0.01
+# Ages outside this range (years, inclusive) are typing errors, not people; the workflow takes
+# its range from the config key dataset.age_range.
+AGE_RANGE = (0.0, 120.0)
 
 REQUIRED_COLUMNS = ("ixi_id", "age")
 
@@ -37,6 +41,9 @@ _NUMERIC_COLUMNS = (
 )
 _ZERO_IS_MISSING = tuple(c for c in _NUMERIC_COLUMNS if c not in ("ixi_id", "date_available"))
 _DATE_COLUMNS = ("dob", "study_date")
+# An age cell that is not a number, as written, beside the age column (which holds NaN there):
+# such a cell excludes its subject (see resolve_subjects) instead of stopping the whole sheet.
+AGE_TEXT = "age_text"
 _SEX_CODES = {1: "M", 2: "F"}
 
 
@@ -56,6 +63,9 @@ def read_demographics(path: Path, sheet: str = "Table") -> pd.DataFrame:
     0 and empty cells in numeric columns become NaN; ``sex`` becomes "M"/"F"; dates become ISO
     text. A ``row`` column keeps the 1-based sheet row (header = row 1) so later messages can
     point at the rows they are about. Duplicated ids are kept: see :func:`resolve_subjects`.
+
+    An age cell that is not a number (text, a TRUE/FALSE cell) becomes NaN with the cell's text
+    in column ``age_text``; in any other numeric column it is an error naming row and value.
     """
     path = Path(path)
     if not path.exists():
@@ -78,6 +88,7 @@ def read_demographics(path: Path, sheet: str = "Table") -> pd.DataFrame:
         raise DemographicsError(f"{path}: no data rows below the header")
     table = pd.DataFrame([r for _, r in numbered], columns=names, dtype=object)
     table.insert(0, "row", [n for n, _ in numbered])
+    table[AGE_TEXT] = [_not_a_number(v) for v in table["age"]]
     for column in names:
         if column in _NUMERIC_COLUMNS:
             table[column] = _numeric_column(table, column, path)
@@ -93,16 +104,20 @@ def read_demographics(path: Path, sheet: str = "Table") -> pd.DataFrame:
     return table
 
 
-def resolve_subjects(rows: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+def resolve_subjects(
+    rows: pd.DataFrame, age_range: tuple[float, float] = AGE_RANGE
+) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Reduce the sheet to one row per IXI id; return (subjects, exclusions).
 
     Rules, applied per id:
 
     1. Rows that are identical in every field count once.
-    2. If the rows' ages differ by more than ``AGE_TOLERANCE_YEARS``, or their known sexes
+    2. If a row's age is not a number or lies outside ``age_range`` (inclusive), the sheet is
+       wrong about this person: the id is excluded.
+    3. If the rows' ages differ by more than ``AGE_TOLERANCE_YEARS``, or their known sexes
        differ, the sheet contradicts itself about this person: the id is excluded.
-    3. If no row has an age, the id is excluded (brain age needs the chronological age).
-    4. Otherwise the row kept is the one with an age and the most known fields, so a
+    4. If no row has an age, the id is excluded (brain age needs the chronological age).
+    5. Otherwise the row kept is the one with an age and the most known fields, so a
        zero-filled or emptier copy yields to the complete row; ties go to the earlier row.
 
     ``subjects`` has columns subject ("IXI002"), ixi_id, sex, age, then the other demographics,
@@ -111,12 +126,12 @@ def resolve_subjects(rows: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
     missing = [c for c in REQUIRED_COLUMNS if c not in rows]
     if missing:
         raise DemographicsError(f"demographics table lacks column(s) {missing}; has {list(rows.columns)}")
-    fields = [c for c in rows.columns if c != "row"]
-    unique = rows.drop_duplicates(subset=fields)
+    unique = rows.drop_duplicates(subset=[c for c in rows.columns if c != "row"])
+    fields = [c for c in rows.columns if c not in ("row", AGE_TEXT)]
     kept: list[pd.Series] = []
     excluded: list[dict[str, str]] = []
     for ixi_id, group in unique.groupby("ixi_id", sort=True):
-        problems = _conflicts(group)
+        problems = _implausible_ages(group, age_range) or _conflicts(group)
         if not problems and group["age"].isna().all():
             problems = ["no age in demographics sheet"]
         if problems:
@@ -138,13 +153,37 @@ def _read_cells(path: Path, sheet: str) -> tuple[list[Any], list[list[Any]]]:
     """The header and data rows as Python values, None for empty cells, by file type."""
     suffix = path.suffix.lower()
     if suffix == ".csv":
-        table = pd.read_csv(path, dtype=str, keep_default_na=False)
-        return list(table.columns), [[v if v.strip() else None for v in r] for r in table.itertuples(index=False)]
+        return _read_csv(path)
     if suffix == ".xls":
         return _read_xls(path, sheet)
     if suffix == ".xlsx":
         return _read_xlsx(path, sheet)
     raise DemographicsError(f"{path}: unsupported demographics file type {suffix!r}; use .xls, .xlsx or .csv")
+
+
+def _read_csv(path: Path) -> tuple[list[Any], list[list[Any]]]:
+    try:
+        table = pd.read_csv(io.StringIO(_csv_text(path)), dtype=str, keep_default_na=False)
+    except pd.errors.EmptyDataError:
+        raise DemographicsError(f"{path}: file is empty: no header row") from None
+    except pd.errors.ParserError as error:
+        raise DemographicsError(f"{path}: cannot be read as .csv ({error})") from None
+    return list(table.columns), [[v if v.strip() else None for v in r] for r in table.itertuples(index=False)]
+
+
+def _csv_text(path: Path) -> str:
+    """The file decoded as UTF-8 (with or without Excel's byte-order mark), else as Windows-1252.
+
+    Excel on Windows saves "CSV" in Windows-1252, whose letters are Latin-1's, so such sheets
+    read correctly instead of being refused; bytes that are neither are not a text sheet.
+    """
+    data = path.read_bytes()
+    for encoding in ("utf-8-sig", "cp1252"):
+        try:
+            return data.decode(encoding)
+        except UnicodeDecodeError:
+            pass
+    raise DemographicsError(f"{path}: not UTF-8 or Windows-1252 (Latin-1) text; save the sheet as CSV UTF-8")
 
 
 def _read_xls(path: Path, sheet: str) -> tuple[list[Any], list[list[Any]]]:
@@ -165,6 +204,8 @@ def _read_xls(path: Path, sheet: str) -> tuple[list[Any], list[list[Any]]]:
     def value(cell: Any) -> Any:
         if cell.ctype == xlrd.XL_CELL_DATE:
             return xlrd.xldate_as_datetime(cell.value, book.datemode)
+        if cell.ctype == xlrd.XL_CELL_BOOLEAN:
+            return bool(cell.value)
         if cell.ctype in (xlrd.XL_CELL_EMPTY, xlrd.XL_CELL_BLANK, xlrd.XL_CELL_ERROR):
             return None
         return cell.value
@@ -206,18 +247,35 @@ def _is_blank(value: Any) -> bool:
     return isinstance(value, str) and not value.strip()
 
 
+def _not_a_number(value: Any) -> Any:
+    """The cell as written when it holds something other than a number, else NaN.
+
+    TRUE/FALSE cells are written as Excel shows them, so the three file types read alike.
+    """
+    if isinstance(value, bool):
+        return str(value).upper()
+    if _is_blank(value) or isinstance(value, int | float):
+        return np.nan
+    try:
+        float(value)
+    except (TypeError, ValueError):
+        return str(value).strip()
+    return np.nan
+
+
 def _numeric_column(table: pd.DataFrame, column: str, path: Path) -> pd.Series:
-    """Parse one numeric column; text that is not a number is an error naming row and value."""
+    """Parse one numeric column; a cell that is not a number is an error naming row and value.
+
+    Ages are the exception: such an age is NaN here and excludes its subject later (``age_text``).
+    """
 
     def parse(value: Any, row: int) -> float:
-        if _is_blank(value):
-            return np.nan
-        try:
-            return float(value)
-        except (TypeError, ValueError):
-            raise DemographicsError(
-                f"{path}: row {row}, column {column}: {value!r} is not a number"
-            ) from None
+        text = _not_a_number(value)
+        if isinstance(text, str):
+            if column == "age":
+                return np.nan
+            raise DemographicsError(f"{path}: row {row}, column {column}: {text!r} is not a number")
+        return np.nan if _is_blank(value) else float(value)
 
     return pd.Series([parse(v, r) for v, r in zip(table[column], table["row"])], index=table.index, dtype=float)
 
@@ -245,6 +303,14 @@ def _date_text(value: Any) -> Any:
     if isinstance(value, dt.datetime | dt.date):
         return value.strftime("%Y-%m-%d")
     return str(value).strip()
+
+
+def _implausible_ages(group: pd.DataFrame, age_range: tuple[float, float]) -> list[str]:
+    """One reason per age of this id that is not a number or lies outside ``age_range``."""
+    low, high = age_range
+    texts = group[AGE_TEXT].dropna().tolist() if AGE_TEXT in group else []
+    outside = [f"{age:g}" for age in group["age"].dropna() if not low <= age <= high]
+    return [f"age {text} is not a plausible age (allowed {low:g}-{high:g})" for text in dict.fromkeys(texts + outside)]
 
 
 def _conflicts(group: pd.DataFrame) -> list[str]:

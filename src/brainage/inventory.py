@@ -16,7 +16,7 @@ from typing import Any
 
 import pandas as pd
 
-from brainage.demographics import read_demographics, resolve_subjects, subject_id
+from brainage.demographics import AGE_RANGE, read_demographics, resolve_subjects, subject_id
 from brainage.io import ImageError, load_image
 
 MODALITIES = ("T1", "PD", "MRA")
@@ -69,7 +69,9 @@ def check_images(files: pd.DataFrame, modalities: Sequence[str], threads: int) -
     """Fully load each present image of ``modalities``; return (subject, reason) per bad subject.
 
     Loading decodes every voxel (``brainage.io.load_image``), which is what catches truncated
-    gzip streams, empty files, non-3D images, NaNs and singular affines. A subject with several
+    gzip streams, empty files, non-3D images, NaNs and bad affines; a header that claims more
+    data than its file holds is refused before anything is decoded. Any error of one image,
+    even one the loader does not foresee, excludes that subject only. A subject with several
     bad images is reported once, for its first bad modality in ``modalities`` order. Absent
     images are skipped: missing modalities are the caller's rule, not an image fault.
     """
@@ -97,21 +99,22 @@ def build_inventory(
     required_modalities: Sequence[str],
     threads: int = 1,
     sheet_name: str = "Table",
+    age_range: tuple[float, float] = AGE_RANGE,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Join images on disk with the demographics sheet; return (subjects, exclusions).
 
     ``subjects`` holds every subject seen on disk or in the sheet, with columns
     ``INVENTORY_COLUMNS``, sorted by subject. A subject is excluded, with every applicable
     reason joined by "; ", when it is absent from the sheet, excluded by the sheet rules
-    (:func:`brainage.demographics.resolve_subjects`), has no images at all, or lacks a
-    required modality. Only subjects that pass those checks have their required images
-    loaded (slow), and a bad image excludes them too. ``exclusions`` is (subject, reason) for
-    the excluded rows.
+    (:func:`brainage.demographics.resolve_subjects`, ages outside ``age_range`` included), has
+    no images at all, or lacks a required modality. Only subjects that pass those checks have
+    their required images loaded (slow), and a bad image excludes them too. ``exclusions`` is
+    (subject, reason) for the excluded rows.
     """
     unknown = [m for m in required_modalities if m not in MODALITIES]
     if unknown:
         raise InventoryError(f"unknown modality {unknown}; IXI has {list(MODALITIES)}")
-    demographics, sheet_exclusions = resolve_subjects(read_demographics(Path(sheet), sheet_name))
+    demographics, sheet_exclusions = resolve_subjects(read_demographics(Path(sheet), sheet_name), age_range)
     files = scan_raw(Path(raw_dir))
     everyone = sorted(set(files["subject"]) | set(demographics["subject"]) | set(sheet_exclusions["subject"]))
     table = (
@@ -159,10 +162,17 @@ def _record_problems(
 
 
 def _image_problem(subject: str, modality: str, path: str) -> str | None:
+    """Why one image is unusable, or None; never raises, so one bad file cannot stop the inventory.
+
+    An exception :func:`load_image` does not foresee still names the file: it excludes the
+    subject with its type and message rather than ending the whole job with no file named.
+    """
     try:
         load_image(path, subject)
     except ImageError as error:
         return f"bad {modality} image {error.path}: {error.reason}"
+    except Exception as error:
+        return f"bad {modality} image {path}: cannot be checked ({type(error).__name__}: {error})"
     return None
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import tempfile
 from collections.abc import Iterator
@@ -18,6 +19,7 @@ from typing import Any
 import nibabel as nib
 import numpy as np
 import pandas as pd
+from nibabel.openers import ImageOpener
 
 
 # mkstemp creates files readable by the owner only; outputs get the usual permissions instead.
@@ -106,11 +108,36 @@ def save_figure(fig: Any, path: str | Path, **kwargs: Any) -> None:
         fig.savefig(tmp, format=Path(path).suffix.lstrip("."), **kwargs)
 
 
+# Larger than any brain MRI the study reads (IXI's largest is the MRA, 512x512x100, about 2^24.6
+# voxels) with 10x headroom, yet a bound on what one load may allocate (2 GiB as float64), so a
+# header claiming a volume near the machine's memory is refused before a buffer is made for it.
+MAX_VOXELS = 2**28
+
+# Deflate cannot do better than 1032:1 (a 258-byte match costs at least 2 bits), so a gzip file
+# whose header declares more than 1032 times the file's size cannot hold that data: it is cut
+# short or its header lies. A tighter bound would refuse valid files: measured with nibabel's
+# default compression, real-size synthetic raw images are 1.7-1.9:1, a brain mask 9:1, a vessel
+# mask of 0.1% of voxels 146:1 and all zeros 229:1 (about 1030:1 at gzip -9), and load_image also
+# reads the pipeline's own sparse masks. Above the ceiling only MAX_VOXELS bounds the allocation.
+MAX_GZIP_RATIO = 1032
+
+# ITK's NIfTI reader accepts direction cosines only when R @ R.T is the identity to 1e-4
+# (itkNiftiImageIO.cxx); ANTs writes and reads the registered outputs through ITK, so an input
+# beyond that tolerance cannot complete preprocessing. A scanner affine stored as float32 is
+# orthonormal to about 1e-7, well inside.
+SHEAR_TOLERANCE = 1e-4
+
+_COMPRESSED_SUFFIXES = frozenset(suffix for suffix in ImageOpener.compress_ext_map if suffix)
+
+
 def load_image(path: str | Path, subject: str | None = None) -> nib.Nifti1Image:
     """Load a NIfTI image, check it, and return it in the closest canonical (RAS+) orientation.
 
-    Checks: readable, 3D, finite, non-degenerate affine, not empty. Raises :class:`ImageError`
-    naming the subject, the file and the reason.
+    Checks, in this order: readable; from the header alone, before any voxel is decoded (so a
+    lying header costs no memory): 3D, a real integer or float type, data the file can hold,
+    a finite non-singular affine with positive voxel sizes and no shear; then the decoded
+    voxels: finite, not all zero. Raises :class:`ImageError` naming the subject, the file and
+    the reason.
     """
     path = Path(path)
     if not path.exists():
@@ -119,19 +146,80 @@ def load_image(path: str | Path, subject: str | None = None) -> nib.Nifti1Image:
         raise ImageError(path, "file is empty (0 bytes)", subject)
     try:
         img = nib.load(path)
+        problem = _header_problem(img)
+        if problem is not None:
+            raise ImageError(path, problem, subject)
         data = np.asanyarray(img.dataobj)
+    except ImageError:
+        raise
     except Exception as error:  # nibabel raises many types for truncated or corrupt files
         raise ImageError(path, f"cannot be read ({type(error).__name__}: {error})", subject) from error
-    if data.ndim != 3:
-        raise ImageError(path, f"image is {data.ndim}D with shape {data.shape}, expected 3D", subject)
-    if min(data.shape) < 2:
-        raise ImageError(path, f"image shape {data.shape} is degenerate", subject)
     if not np.all(np.isfinite(data)):
         raise ImageError(path, "image contains NaN or infinite values", subject)
     if not np.any(data):
         raise ImageError(path, "image is empty (all zeros)", subject)
-    affine = img.affine
-    if not np.all(np.isfinite(affine)) or abs(np.linalg.det(affine[:3, :3])) < 1e-6:
-        raise ImageError(path, "affine is singular or not finite", subject)
-    img = nib.Nifti1Image(data, affine, img.header)
+    img = nib.Nifti1Image(data, img.affine, img.header)
     return nib.as_closest_canonical(img)
+
+
+def _header_problem(img: nib.Nifti1Image) -> str | None:
+    """What is wrong with ``img`` that its header shows, or None; reads no voxel data."""
+    shape = img.shape
+    if len(shape) != 3:
+        return f"image is {len(shape)}D with shape {shape}, expected 3D"
+    if min(shape) < 2:
+        return f"image shape {shape} is degenerate"
+    if img.get_data_dtype().kind not in "iuf":  # RGB and RGBA are structured ("V"), complex is "c"
+        label = img.header.get_value_label("datatype")
+        return f"data type {label} is not supported (expected real integer or float voxels)"
+    return _size_problem(img) or _geometry_problem(img)
+
+
+def _size_problem(img: nib.Nifti1Image) -> str | None:
+    """Whether the voxel data the header declares is implausible or more than its file can hold."""
+    voxels = math.prod(img.shape)
+    if voxels > MAX_VOXELS:
+        return f"header declares {voxels} voxels {img.shape}, more than the {MAX_VOXELS} any brain MRI needs (MAX_VOXELS)"
+    data_file = Path(img.file_map["image"].filename)
+    size = data_file.stat().st_size
+    declared = img.dataobj.offset + voxels * img.get_data_dtype().itemsize
+    suffix = data_file.suffix.lower()
+    if suffix == ".gz" and declared > MAX_GZIP_RATIO * size:
+        return (
+            f"header declares {declared} bytes but the file is {size} bytes of gzip, which holds at most "
+            f"{MAX_GZIP_RATIO} times that: the file is cut short or its header is wrong"
+        )
+    if suffix not in _COMPRESSED_SUFFIXES and declared > size:
+        return f"header declares {declared} bytes but the file is {size} bytes: the file is cut short or its header is wrong"
+    return None
+
+
+def _geometry_problem(img: nib.Nifti1Image) -> str | None:
+    """Whether the affine or the stored voxel sizes cannot place the voxels in millimetres."""
+    linear = img.affine[:3, :3]
+    from_affine = np.linalg.norm(linear, axis=0)
+    if not np.all(np.isfinite(img.affine)) or abs(np.linalg.det(linear)) < 1e-6:
+        return f"affine is singular or not finite (voxel size {_mm(from_affine)} mm)"
+    pixdim = _stored_header(img)["pixdim"][1:4]
+    if not np.all(pixdim > 0):
+        return f"voxel size {_mm(pixdim)} mm (header pixdim) is zero or negative"
+    cosines = linear / from_affine
+    shear = float(np.abs(cosines @ cosines.T - np.eye(3)).max())
+    if shear > SHEAR_TOLERANCE:
+        return (
+            f"affine is sheared (direction cosines off orthonormal by {shear:.2g} > {SHEAR_TOLERANCE:g}); "
+            "ITK reads only orthonormal ones"
+        )
+    return None
+
+
+def _stored_header(img: nib.Nifti1Image) -> nib.Nifti1Header:
+    """The header as the file stores it: nibabel's loader silently turns pixdim 0 and -1 into 1."""
+    holder = img.file_map.get("header", img.file_map["image"])  # one file for .nii, two for .hdr/.img
+    with ImageOpener(holder.filename) as handle:
+        return type(img.header).from_fileobj(handle, check=False)
+
+
+def _mm(values: np.ndarray) -> str:
+    """Voxel sizes as a reason shows them: ``(1, 0, 1.5)``."""
+    return "(" + ", ".join(f"{value:g}" for value in values) + ")"

@@ -21,6 +21,10 @@ from skimage.feature import canny
 from brainage.geometry import registration_error_mm, true_from_pd, voxel_centres_ras
 from brainage.io import load_image, read_json, save_figure
 
+# The QC numbers every subject gets, in column order: the metrics preprocessing.qc_bounds may
+# bound (brainage.config checks the names). Synthetic runs add the reg_error_* columns.
+QC_METRICS = ("nmi_T1", "nmi_TOF", "corr_T1", "corr_TOF", "mask_volume_ml", "vessel_volume_ml")
+
 
 def _axial(volume: np.ndarray, k: int) -> np.ndarray:
     """Axial slice shown radiologically upright: rows run anterior to posterior."""
@@ -92,8 +96,7 @@ def qc_subject(
     save_figure(fig, png)
 
     voxel_ml = float(np.prod(pd_img.header.get_zooms()[:3])) / 1000.0
-    row: dict[str, Any] = {
-        "subject": subject,
+    metrics = {
         "nmi_T1": registration["similarity"]["T1"]["nmi"],
         "nmi_TOF": registration["similarity"]["TOF"]["nmi"],
         "corr_T1": registration["similarity"]["T1"]["corr"],
@@ -101,6 +104,8 @@ def qc_subject(
         "mask_volume_ml": float(mask.sum()) * voxel_ml,
         "vessel_volume_ml": float((volumes["bin"] > 0).sum()) * voxel_ml,
     }
+    # Through QC_METRICS, so the row holds exactly the metrics the config may bound.
+    row: dict[str, Any] = {"subject": subject, **{name: metrics[name] for name in QC_METRICS}}
     if truth_json is not None:
         truth = read_json(truth_json)
         points = voxel_centres_ras(mask, pd_img.affine)

@@ -11,7 +11,8 @@ from brainage import demographics, ixi, synth
 from brainage.config import check_config
 from brainage.io import read_table
 
-check_config(config)
+# A configuration that passed is remembered under .snakemake/, so reruns skip importing torch.
+check_config(config, Path(".snakemake") / "brainage_checked_configs")
 
 RESULTS = Path("results")
 SYNTHETIC = RESULTS / "synthetic"

@@ -11,6 +11,7 @@ checkpoint inventory:
     params:
         sheet_name=config["dataset"]["sheet"],
         required=config["dataset"]["required_modalities"],
+        age_range=config["dataset"]["age_range"],
     log:
         LOGS / "inventory.log",
     benchmark:

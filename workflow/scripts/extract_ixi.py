@@ -1,10 +1,10 @@
-"""Extract the IXI archives into IXI-T1/, IXI-PD/, IXI-MRA/, refusing unsafe members."""
+"""Verify the IXI archives against the file table, then extract them into IXI-T1/, IXI-PD/, IXI-MRA/."""
 
 from pathlib import Path
 
-from brainage.ixi import prepare_raw
+from brainage.ixi import extract_ixi
 from brainage.logs import log_to_file
 
 log = log_to_file(snakemake.log[0])
 archives = {modality: Path(snakemake.input[modality]) for modality in ("T1", "PD", "MRA")}
-prepare_raw(archives, Path(snakemake.output[0]), progress=log.info)
+extract_ixi(archives, snakemake.params.entries, Path(snakemake.output[0]), progress=log.info)

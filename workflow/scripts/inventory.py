@@ -13,6 +13,7 @@ subjects, exclusions = build_inventory(
     snakemake.params.required,
     threads=snakemake.threads,
     sheet_name=snakemake.params.sheet_name,
+    age_range=tuple(snakemake.params.age_range),
 )
 for row in exclusions.itertuples():
     log.warning("excluded %s: %s", row.subject, row.reason)
