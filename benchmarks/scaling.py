@@ -5,7 +5,7 @@ scaled to fit, training fixed to a few epochs without early stopping) runs
 
 1. preprocessing: everything up to ``results/manifest/manifest.csv`` (synthesis, registration,
    binarization, QC, training arrays of every subject), then
-2. training: one model, ``results/train/T1/cnn3d/model.pt`` (split included).
+2. training: one model, ``results/train/T1/cnn3d/replicate0/model.pt`` (split included).
 
 Per-subject rule seconds come from the run's benchmark files; a least-squares line
 ``seconds = fixed + per_subject × subjects`` over the counts gives the figures the README uses to
@@ -35,7 +35,7 @@ from workflow import snakemake  # noqa: E402
 from brainage.metrics import benchmark_table  # noqa: E402
 
 PREPROCESS_RULES = ("synthesize_subject", "register", "binarize", "qc_subject", "training_arrays")
-TRAIN_TARGET = "results/train/T1/cnn3d/model.pt"
+TRAIN_TARGET = "results/train/T1/cnn3d/replicate0/model.pt"
 
 
 def overlay(n: int, epochs: int) -> dict:

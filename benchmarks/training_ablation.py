@@ -35,7 +35,9 @@ from _common import ROOT, read_config, report  # noqa: E402
 
 from brainage.io import read_table  # noqa: E402
 
-# Each case: overrides of the model's params and of its training settings.
+# Each case: overrides of the model's params and of its training settings, and the torch
+# threads it trains with (1 unless given: another count sums in another order, as another
+# machine does, so "2 threads" measures how far numerical noise alone moves a run).
 CASES: dict[str, dict[str, dict[str, Any]]] = {
     "baseline": {},
     "norm=group": {"training": {"norm": "group"}},
@@ -47,7 +49,13 @@ CASES: dict[str, dict[str, dict[str, Any]]] = {
     "batch=2": {"training": {"batch_size": 2}},
     "cosine": {"training": {"schedule": "cosine"}},
     "no-augmentation": {"training": {"augmentation": []}},
+    "epochs x0.5": {"training": {"epochs_factor": 0.5}},
     "epochs x2": {"training": {"epochs_factor": 2}},
+    "no precise-bn": {"training": {"precise_bn": False}},
+    # torchio's own default, which brainage.data.build_transforms replaces by the background, 0.
+    "pad minimum": {"training": {"affine_pad": "minimum"}},
+    "pad minimum, no precise-bn": {"training": {"affine_pad": "minimum", "precise_bn": False}},
+    "2 threads": {"threads": 2},
 }
 
 
@@ -58,6 +66,11 @@ def case_settings(config: dict[str, Any], model: str, case: str) -> tuple[dict[s
     training = {**config["training"], **entry.get("training", {})}
     overrides = dict(CASES[case].get("training", {}))
     factor = overrides.pop("epochs_factor", 1)
+    if "affine_pad" in overrides:
+        pad = overrides.pop("affine_pad")
+        training["augmentation"] = [
+            {**entry, "default_pad_value": pad} if entry["name"] == "RandomAffine" else entry for entry in training["augmentation"]
+        ]
     training = {**training, **overrides, "device": "cpu"}
     training["epochs"] = int(training["epochs"] * factor)
     return params, copy.deepcopy(training)
@@ -80,7 +93,7 @@ def run_case(job: dict[str, Any]) -> dict[str, Any]:
             training=job["training"],
             out_dir=out,
             checkpoint_dir=out / "checkpoint",
-            threads=1,
+            threads=job["threads"],
             seed=job["seed"],
             device="cpu",
             log=lambda line: None,
@@ -142,6 +155,7 @@ def main() -> None:
                     "model": args.model,
                     "params": params,
                     "training": training,
+                    "threads": CASES[case].get("threads", 1),
                     "seed": seed,
                 }
             )

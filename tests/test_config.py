@@ -42,6 +42,8 @@ def shipped_config(*overlays: str) -> dict:
         ({"training": {"augmentation": [{"name": "RandomNoise", "sdt": 0.1}]}}, "'training.augmentation[0]'"),
         ({"preprocessing": {"qc_bounds": {"nmi_T2": 1.1}}}, "'preprocessing.qc_bounds.nmi_T2': unknown QC metric"),
         ({"dataset": {"age_range": [90, 18]}}, "'dataset.age_range'"),
+        ({"replicates": [0, 0]}, "replicates"),
+        ({"replicates": []}, "replicates"),
     ],
 )
 def test_bad_config_stops_before_any_job(workdir: Path, override: dict, expected: str) -> None:
@@ -125,7 +127,9 @@ def test_schema_allows_every_transform_and_model_the_code_has() -> None:
     assert set(schema["properties"]["models"]["properties"]) == set(MODELS)
 
 
-@pytest.mark.parametrize("overlay", [(), ("tiny.yaml",), ("ixi.yaml",)], ids=["default", "tiny", "ixi"])
+@pytest.mark.parametrize(
+    "overlay", [(), ("tiny.yaml",), ("ixi.yaml",), ("replicates.yaml",)], ids=["default", "tiny", "ixi", "replicates"]
+)
 def test_shipped_configs_pass_and_a_rerun_skips_the_costly_checks(
     overlay: tuple[str, ...], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

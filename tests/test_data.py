@@ -124,6 +124,18 @@ def test_all_channels_share_the_spatial_transform(tmp_path: Path) -> None:
     assert torch.equal(image[1], original[1].flip(0))  # LR is axis 0 of an RAS image
 
 
+def test_affine_fills_voxels_from_outside_the_grid_with_the_background_zero() -> None:
+    """torchio's default fills them with each image's minimum: about -3 for a z-scored brain,
+    a band that moved HighRes3DNet's pooled features by tens of between-subject SDs."""
+    image = torch.full((1, *SHAPE), 2.0)
+    image[:, 4:12, 5:15, 4:12] = -3.0  # the z-scored "brain" holds the minimum
+    transform = build_transforms([{"name": "RandomAffine", "scales": 0, "degrees": 0, "translation": [5, 5, 0, 0, 0, 0], "p": 1.0}], [])
+    moved = transform({"T1": image.clone()})["T1"][0]
+    # A 5-voxel shift along the first axis: the first voxels come from outside the grid.
+    assert torch.all(moved[:4] == 0.0)
+    assert torch.all(moved[6:] != 0.0)
+
+
 def _first_batches(loader: torch.utils.data.DataLoader, count: int) -> list[torch.Tensor]:
     batches = []
     for _ in range(count):  # one batch from each of `count` epochs

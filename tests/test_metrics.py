@@ -176,6 +176,24 @@ def test_metrics_table_has_stable_columns_and_one_row_per_run(tmp_path):
     assert list(io.read_table(tmp_path / "metrics.csv").columns) == list(metrics.TABLE_COLUMNS)
 
 
+def test_metrics_table_gives_the_spread_over_replicates():
+    runs = make_runs(models=("cnn3d",))
+    replicates = metrics.replicate_maes(
+        {(modality, model, replicate): make_predictions(10 * replicate + i)
+         for i, (modality, model) in enumerate(runs) for replicate in (0, 1, 2)}
+    )
+    assert list(replicates.columns) == list(metrics.REPLICATE_COLUMNS) and len(replicates) == 3 * len(runs)
+    table = metrics.metrics_table(runs, n_resamples=50, replicates=replicates).set_index(["modality", "model"])
+    own = replicates[(replicates["modality"] == "T1") & (replicates["model"] == "cnn3d")]["mae"]
+    row = table.loc[("T1", "cnn3d")]
+    assert row["n_replicates"] == 3
+    assert row["mae_replicate_mean"] == pytest.approx(own.mean())
+    assert row["mae_replicate_sd"] == pytest.approx(own.std(ddof=1))
+    single = metrics.metrics_table(runs, n_resamples=50).set_index(["modality", "model"]).loc[("T1", "cnn3d")]
+    assert single["n_replicates"] == 1 and single["mae_replicate_mean"] == single["mae"]
+    assert pd.isna(single["mae_replicate_sd"])
+
+
 def eval_errors(predictions: pd.DataFrame) -> pd.Series:
     evaluation = predictions[predictions["set"] == "eval"]
     return (evaluation["predicted"] - evaluation["age"]).abs()

@@ -124,6 +124,19 @@ def test_grid_with_missing_runs_hides_empty_cells(tmp_path):
     assert_png_with_content(tmp_path / "partial.png")
 
 
+def test_mae_comparison_shows_every_replicate(tmp_path):
+    keys = GRID[:3]
+    replicates = metrics.replicate_maes({(*key, r): make_predictions(10 * r + i) for i, key in enumerate(keys) for r in (0, 1)})
+    table = metrics.metrics_table(runs_for(keys), n_resamples=50, replicates=replicates)
+    (tmp_path / "plain").mkdir()
+    (tmp_path / "spread").mkdir()
+    plain, spread = tmp_path / "plain" / "mae.png", tmp_path / "spread" / "mae.png"
+    plots.plot_mae_comparison(table, {metrics.PREDICT_MEAN_MAE: 16.0}, plain)
+    plots.plot_mae_comparison(table, {metrics.PREDICT_MEAN_MAE: 16.0}, spread, replicates)
+    assert_png_with_content(spread)
+    assert plain.read_bytes() != spread.read_bytes()
+
+
 def test_mae_comparison_without_oracle(tmp_path):
     path = tmp_path / "mae.png"
     plots.plot_mae_comparison(mae_table(GRID[:3]), {metrics.PREDICT_MEAN_MAE: 16.0}, path)

@@ -276,3 +276,56 @@ def test_a_last_batch_of_one_does_not_break_batch_norm(tmp_path: Path, cohort: t
     """24 training subjects in batches of 23 would leave one; SFCN pools 16³ down to one voxel."""
     run(tmp_path, cohort, name="sfcn", model_params={"channels": [4, 8, 8, 8, 4]}, training=training(epochs=1, batch_size=23))
     assert read_table(tmp_path / "out" / "history.csv")["epoch"].tolist() == [1]
+
+
+def test_same_seed_gives_identical_predictions_and_another_seed_other_ones(
+    tmp_path: Path, cohort: tuple[pd.DataFrame, pd.DataFrame]
+) -> None:
+    """Reproducible on one machine: augmentation, dropout, shuffling and init follow the seed only."""
+    settings = training(epochs=2, augmentation=[*AUGMENT, {"name": "RandomAffine", "scales": 0.05, "degrees": 5, "p": 0.75}])
+    for out, seed in [("first", 11), ("again", 11), ("other", 12)]:
+        train_run(*cohort, ["T1", "TOF_bin"], "cnn3d", {"channels": [8, 16], "dropout": 0.2}, settings,
+                  tmp_path / out, tmp_path / f"ckpt_{out}", threads=1, seed=seed, device="cpu", log=lambda line: None)
+    first, again, other = (read_table(tmp_path / out / "predictions.csv") for out in ("first", "again", "other"))
+    pd.testing.assert_frame_equal(first, again, check_exact=True)
+    assert not np.allclose(first["predicted"], other["predicted"])
+
+
+def test_recomputed_batch_norm_statistics_are_the_training_sets_and_draw_no_random_numbers() -> None:
+    from brainage.models import build_model
+    from brainage.train import recompute_batch_norm_statistics
+
+    torch.manual_seed(0)
+    model = build_model("cnn3d", 1, channels=[4], dropout=0.5, age_mean=50.0, age_sd=15.0)
+    images = torch.randn(9, 1, *SHAPE) * 3 + 2
+    # The loader's own generator, as make_loader gives every loader: iterating draws nothing global.
+    loader = torch.utils.data.DataLoader(
+        torch.utils.data.TensorDataset(images, torch.zeros(9), torch.arange(9)), batch_size=4,
+        generator=torch.Generator().manual_seed(0),
+    )
+    norm = model.features[1]
+    norm.running_mean.fill_(100.0)
+    state = torch.get_rng_state()
+    recompute_batch_norm_statistics(model, loader, torch.device("cpu"), amp=False)
+    assert torch.equal(torch.get_rng_state(), state)
+    assert norm.momentum == 0.1 and not model.training
+    with torch.no_grad():
+        convolved = model.features[0](images[:8])  # the batch of one (9th subject) is skipped
+    # The cumulative average of the two batches' means is the mean over the 8 subjects.
+    assert torch.allclose(norm.running_mean, convolved.mean(dim=(0, 2, 3, 4)), atol=1e-5)
+
+
+def test_tune_curve_stays_below_predicting_the_mean_under_augmentation(
+    tmp_path: Path, cohort: tuple[pd.DataFrame, pd.DataFrame]
+) -> None:
+    """After the first 10% of epochs no epoch's tune MAE may exceed 1.5× predicting the mean."""
+    settings = training(epochs=10, schedule="onecycle", augmentation=[
+        {"name": "RandomAffine", "scales": 0.05, "degrees": 5, "translation": 2, "p": 0.75},
+        {"name": "RandomFlip", "axes": ["LR"]}, {"name": "RandomBiasField", "coefficients": 0.3, "p": 0.3},
+        {"name": "RandomNoise", "std": 0.05, "p": 0.3}], precise_bn=True)
+    run(tmp_path, cohort, training=settings)
+    history = read_table(tmp_path / "out" / "history.csv")
+    split = cohort[1]
+    train_mean = split.loc[split["set"] == "train", "age"].mean()
+    mean_mae = (split.loc[split["set"] == "tune", "age"] - train_mean).abs().mean()
+    assert history["tune_mae"].iloc[1:].max() <= 1.5 * mean_mae, history["tune_mae"].tolist()

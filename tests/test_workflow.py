@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import shutil
@@ -70,6 +71,17 @@ def test_training_jobs_take_a_gpu_token_only_when_training_on_a_gpu(
         assert f"threads: {threads}" in job or (threads == 1 and "threads:" not in job), job
 
 
+def test_replicates_train_every_run_once_per_replicate_with_its_own_seed(workdir: Path) -> None:
+    result = run_snakemake(workdir, "-n", "-p", "--cores", "2", config={"replicates": [0, 2]})
+    assert result.returncode == 0, result.stderr[-3000:]
+    jobs = _train_jobs(result.stdout)
+    assert len(jobs) == 2 * 4 * 3
+    for replicate in (0, 2):
+        mine = [job for job in jobs if f"replicate{replicate}/model.pt" in job]
+        assert len(mine) == 4 * 3
+        assert all(f"replicate={replicate}" in job for job in mine)
+
+
 def test_every_final_output_exists(tiny_run: Path) -> None:
     results = tiny_run / "results"
     for name in [
@@ -93,6 +105,19 @@ def test_every_final_output_exists(tiny_run: Path) -> None:
     assert (results / "preprocess" / subject / f"{subject}_TOF_reg_PD_bin.nii.gz").exists()
     metrics = pd.read_csv(results / "evaluation" / "metrics.csv")
     assert len(metrics) == 4 * 3
+
+
+def test_cnn3d_tune_curves_stay_below_predicting_the_mean(tiny_run: Path) -> None:
+    """After the first 10% of epochs no epoch's tune MAE exceeds 1.5× predicting the train mean."""
+    split = pd.read_csv(tiny_run / "results" / "split" / "split.csv")
+    train_mean = split.loc[split["set"] == "train", "age"].mean()
+    mean_mae = (split.loc[split["set"] == "tune", "age"] - train_mean).abs().mean()
+    histories = sorted((tiny_run / "results" / "train").glob("*/cnn3d/replicate0/history.csv"))
+    assert len(histories) == 4
+    for path in histories:
+        history = pd.read_csv(path)
+        after_warmup = history["tune_mae"].iloc[math.ceil(0.1 * len(history)):]
+        assert after_warmup.max() <= 1.5 * mean_mae, (path, history["tune_mae"].tolist(), mean_mae)
 
 
 def test_rerun_has_nothing_to_do(tiny_run: Path) -> None:

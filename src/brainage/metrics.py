@@ -6,12 +6,16 @@ the train and tune rows are used for the things that must not see the eval set (
 bias-correction fit, the predict-the-mean reference).
 
 A run is keyed by ``(modality, model)`` throughout, and mappings of runs keep their insertion
-order so tables and figures follow the order of the workflow's config.
+order so tables and figures follow the order of the workflow's config. A run trained several
+times with different seeds (replicates) is keyed by ``(modality, model, replicate)`` where the
+replicates matter: the headline numbers are one replicate's, and :func:`replicate_maes` gives
+the spread over all of them.
 """
 
 from __future__ import annotations
 
 import itertools
+import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Final
@@ -23,6 +27,8 @@ from scipy import stats
 
 RunKey = tuple[str, str]
 """``(modality, model)``, e.g. ``("T1+TOF_bin", "sfcn")``."""
+ReplicateKey = tuple[str, str, int]
+"""``(modality, model, replicate)``."""
 FloatArray = NDArray[np.float64]
 
 SETS: Final = ("train", "tune", "eval")
@@ -35,6 +41,9 @@ TABLE_COLUMNS: Final = (
     "mae",
     "mae_lo",
     "mae_hi",
+    "n_replicates",
+    "mae_replicate_mean",
+    "mae_replicate_sd",
     "rmse",
     "pearson_r",
     "r_lo",
@@ -49,6 +58,7 @@ TABLE_COLUMNS: Final = (
     "bias_intercept",
     "best_epoch",
 )
+REPLICATE_COLUMNS: Final = ("modality", "model", "replicate", "mae")
 COMPARISON_COLUMNS: Final = (
     "model",
     "modality_a",
@@ -216,31 +226,49 @@ def best_epoch(history: pd.DataFrame) -> int:
     return int(history["epoch"].iloc[int(np.argmin(history["tune_mae"].to_numpy(float)))])
 
 
+def replicate_maes(runs: Mapping[ReplicateKey, pd.DataFrame]) -> pd.DataFrame:
+    """Eval MAE of every replicate of every run: the columns of :data:`REPLICATE_COLUMNS`."""
+    rows = []
+    for (modality, model, replicate), predictions in runs.items():
+        validate_predictions(predictions)
+        evaluation = _rows(predictions, "eval")
+        mae = float((evaluation["predicted"] - evaluation["age"]).abs().mean())
+        rows.append({"modality": modality, "model": model, "replicate": int(replicate), "mae": mae})
+    return pd.DataFrame(rows, columns=list(REPLICATE_COLUMNS))
+
+
 def metrics_table(
     runs: Mapping[RunKey, pd.DataFrame],
     n_resamples: int = 1000,
     seed: int = 0,
     histories: Mapping[RunKey, pd.DataFrame] | None = None,
+    replicates: pd.DataFrame | None = None,
 ) -> pd.DataFrame:
     """One row per (modality, model) with the columns of :data:`TABLE_COLUMNS`, in run order.
 
     Every run is bootstrapped with the same seed, so a run's intervals do not depend on which
     other runs are in the table or their order. ``best_epoch`` is empty for runs without a
-    history.
+    history. ``replicates`` (from :func:`replicate_maes`) gives each run's count, mean and SD
+    of eval MAE over its replicates; without it, or for a run trained once, the run counts as
+    one replicate with an empty SD (an SD of one value is not a measure of noise).
     """
     rows = []
     for (modality, model), predictions in runs.items():
         history = None if histories is None else histories.get((modality, model))
+        row = {"modality": modality, "model": model, **run_metrics(predictions, n_resamples=n_resamples, seed=seed)}
+        own = None if replicates is None else replicates[(replicates["modality"] == modality) & (replicates["model"] == model)]
+        maes = pd.Series([row["mae"]]) if own is None or own.empty else own["mae"].astype(float)
         rows.append(
             {
-                "modality": modality,
-                "model": model,
-                **run_metrics(predictions, n_resamples=n_resamples, seed=seed),
+                **row,
+                "n_replicates": len(maes),
+                "mae_replicate_mean": float(maes.mean()),
+                "mae_replicate_sd": float(maes.std(ddof=1)) if len(maes) > 1 else math.nan,
                 "best_epoch": pd.NA if history is None else best_epoch(history),
             }
         )
     table = pd.DataFrame(rows, columns=list(TABLE_COLUMNS))
-    return table.astype({"n_eval": "int64", "best_epoch": "Int64"})
+    return table.astype({"n_eval": "int64", "n_replicates": "int64", "best_epoch": "Int64"})
 
 
 def _absolute_errors(predictions: pd.DataFrame) -> pd.Series:

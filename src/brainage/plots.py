@@ -166,11 +166,16 @@ REFERENCE_STYLES = {
 }
 
 
-def plot_mae_comparison(table: pd.DataFrame, references: Mapping[str, float], path: str | Path) -> None:
+def plot_mae_comparison(
+    table: pd.DataFrame, references: Mapping[str, float], path: str | Path, replicates: pd.DataFrame | None = None
+) -> None:
     """Eval MAE with its bootstrap interval for every modality × model, with reference lines.
 
     The lines put the numbers in scale: a model near the predict-the-mean line learned little,
-    and none can be expected below the oracle line (present only for synthetic data).
+    and none can be expected below the oracle line (present only for synthetic data). Runs
+    trained more than once (``replicates``, from :func:`brainage.metrics.replicate_maes`) show
+    every replicate's MAE as an open marker beside the headline one, so the seed's noise can be
+    read against the differences between modalities.
     """
     if table.empty:
         raise ValueError("no runs to plot")
@@ -185,6 +190,11 @@ def plot_mae_comparison(table: pd.DataFrame, references: Mapping[str, float], pa
         mae = rows["mae"].to_numpy(float)
         error = np.vstack([mae - rows["mae_lo"].to_numpy(float), rows["mae_hi"].to_numpy(float) - mae])
         ax.errorbar(x, mae, yerr=error, fmt="o", capsize=3, markersize=5, color=f"C{i}", label=model)
+        if replicates is not None and (rows["n_replicates"] > 1).any():
+            own = replicates[replicates["model"] == model]
+            spread_x = np.array([modalities.index(m) for m in own["modality"]]) + (i - (len(models) - 1) / 2) * step + step / 3
+            label = "each training replicate" if i == 0 else None
+            ax.scatter(spread_x, own["mae"], s=14, facecolors="none", edgecolors=f"C{i}", linewidths=0.8, label=label)
     for key, (label, style) in REFERENCE_STYLES.items():
         if key in references:
             value = float(references[key])

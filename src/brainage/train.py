@@ -75,6 +75,7 @@ class TrainingConfig:
     norm: str = "batch"
     init_weights: str | None = None
     amp: bool = False
+    precise_bn: bool = False
     # The config's device choice; the workflow passes it as train_run's ``device`` argument,
     # which is what counts. Accepted here so the whole training section validates.
     device: str = "auto"
@@ -307,6 +308,8 @@ def _run_epoch(
         abs_error += (predicted.detach() - ages).abs().sum().item()
         seen += len(subjects)
     train_seconds = time.perf_counter() - start
+    if config.precise_bn:
+        recompute_batch_norm_statistics(model, eval_loaders["train"], device, amp)
     tune = _predictions(model, eval_loaders["tune"], "tune", device, amp)
     evaluation = _predictions(model, eval_loaders["eval"], "eval", device, amp)
     return {
@@ -319,6 +322,39 @@ def _run_epoch(
         "samples_per_s": seen / train_seconds,
         "objective": objective / seen,
     }
+
+
+@torch.no_grad()
+def recompute_batch_norm_statistics(model: nn.Module, loader: DataLoader, device: torch.device, amp: bool) -> None:
+    """Replace every BatchNorm layer's running statistics by their average over ``loader``.
+
+    Eval mode normalizes with running statistics that training accumulated as an exponential
+    average over recent augmented batches of a few subjects, while the weights moved under
+    them: after a large step they describe an older network and other intensities, and the
+    tune MAE spikes. Averaging over the un-augmented training set with the final weights
+    ("precise BN", Wu and Johnson 2021) gives eval the statistics of the data it scores.
+    Batches of one subject are skipped (train-mode BatchNorm needs two values per channel).
+    Only the BatchNorm layers are put in training mode: dropout stays off, so the pass draws
+    nothing from the RNG and training continues exactly as without it.
+    """
+    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    if not norms:
+        return
+    momenta = [m.momentum for m in norms]
+    for norm in norms:
+        norm.reset_running_stats()
+        norm.momentum = None  # cumulative average over the batches below
+    model.eval()
+    for norm in norms:
+        norm.train()
+    try:
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+            for images, _, subjects in loader:
+                if len(subjects) > 1:
+                    model(images.to(device, non_blocking=True))
+    finally:
+        for norm, momentum in zip(norms, momenta, strict=True):
+            norm.momentum = momentum
 
 
 def _mae(predictions: pd.DataFrame) -> float:

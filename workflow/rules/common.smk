@@ -18,7 +18,9 @@ RESULTS = Path("results")
 SYNTHETIC = RESULTS / "synthetic"
 SYNTHETIC_TRUTH = SYNTHETIC / "subjects" / "{subject}" / "{subject}.json"
 PREPROCESS = RESULTS / "preprocess" / "{subject}"
-TRAIN = RESULTS / "train" / "{modality}" / "{model}"
+TRAIN = RESULTS / "train" / "{modality}" / "{model}" / "replicate{replicate}"
+# Outside the rule's outputs, so that Snakemake does not delete a half-trained run's state.
+TRAIN_CHECKPOINTS = RESULTS / "checkpoints" / "{modality}" / "{model}" / "replicate{replicate}"
 LOGS = RESULTS / "logs"
 BENCHMARKS = RESULTS / "benchmarks"
 
@@ -31,6 +33,7 @@ wildcard_constraints:
     subject=r"IXI\d{3}",
     modality="|".join(map(re.escape, config["modalities"])),
     model="|".join(config["models"]),
+    replicate=r"\d+",
 
 
 @functools.cache
@@ -129,12 +132,23 @@ def trains_on_gpu(model: str) -> bool:
     return True
 
 
-def runs() -> list[tuple[str, str]]:
-    return [(modality, model) for modality in config["modalities"] for model in config["models"]]
+def runs() -> list[tuple[str, str, int]]:
+    """Every (modality, model, replicate) to train, the first replicate of each run first."""
+    return [
+        (modality, model, replicate)
+        for replicate in config["replicates"]
+        for modality in config["modalities"]
+        for model in config["models"]
+    ]
 
 
 def run_outputs(name: str) -> list[str]:
-    return [str(TRAIN / name).format(modality=m, model=n) for m, n in runs()]
+    return [str(TRAIN / name).format(modality=m, model=n, replicate=r) for m, n, r in runs()]
+
+
+def training_seed(wildcards) -> int:
+    """Replicate k trains with the config's seed + k."""
+    return config["seed"] + int(wildcards.replicate)
 
 
 def final_outputs() -> list[str]:

@@ -17,6 +17,7 @@ rule evaluate:
             caption="../report/comparisons.rst",
             category="5. Evaluation",
         ),
+        replicates=RESULTS / "evaluation" / "replicates.csv",
         references=RESULTS / "evaluation" / "references.json",
         learning_curves=report(
             RESULTS / "evaluation" / "learning_curves.png",
@@ -44,6 +45,7 @@ rule evaluate:
         mae_pdf=RESULTS / "evaluation" / "mae.pdf",
     params:
         runs=runs(),
+        first_replicate=config["replicates"][0],
         bootstrap_resamples=config["evaluation"]["bootstrap_resamples"],
         seed=config["seed"],
     log:

@@ -1,4 +1,4 @@
-# One training job per (modality, model). On a GPU machine each takes a `gpu` token, so
+# One training job per (modality, model, replicate). On a GPU machine each takes a `gpu` token, so
 # `--resources gpu=N` runs N at a time.
 
 
@@ -14,12 +14,12 @@ rule train:
         channels=lambda wildcards: config["modalities"][wildcards.modality],
         model_params=lambda wildcards: config["models"][wildcards.model].get("params", {}),
         training=lambda wildcards: model_training(wildcards.model),
-        checkpoint_dir=lambda wildcards: RESULTS / "checkpoints" / wildcards.modality / wildcards.model,
-        seed=config["seed"],
+        checkpoint_dir=lambda wildcards: str(TRAIN_CHECKPOINTS).format(**wildcards),
+        seed=training_seed,
     log:
-        LOGS / "train" / "{modality}_{model}.log",
+        LOGS / "train" / "{modality}_{model}_replicate{replicate}.log",
     benchmark:
-        BENCHMARKS / "train" / "{modality}_{model}.tsv"
+        BENCHMARKS / "train" / "{modality}_{model}_replicate{replicate}.tsv"
     # On the CPU, two one-thread jobs side by side do 2× (cnn3d) and 1.2× (HighRes3DNet) the
     # work of one two-thread job: CPU training takes one thread per job.
     threads: lambda wildcards: 2 if trains_on_gpu(wildcards.model) else 1

@@ -10,17 +10,22 @@ from brainage.logs import log_to_file
 log = log_to_file(snakemake.log[0])
 params = snakemake.params
 runs = [tuple(run) for run in params.runs]
-predictions = {run: read_table(path) for run, path in zip(runs, snakemake.input.predictions)}
-histories = {run: read_table(path) for run, path in zip(runs, snakemake.input.histories)}
+every_predictions = {run: read_table(path) for run, path in zip(runs, snakemake.input.predictions)}
+# Headline numbers and figures are the first replicate's; the others give the spread.
+headline = [run for run in runs if run[2] == params.first_replicate]
+predictions = {run[:2]: every_predictions[run] for run in headline}
+histories = {run[:2]: read_table(path) for run, path in zip(runs, snakemake.input.histories) if run in headline}
 truth = read_table(snakemake.input.truth[0]) if snakemake.input.truth else None
 
+replicates = metrics.replicate_maes(every_predictions)
 table = metrics.metrics_table(
-    predictions, n_resamples=params.bootstrap_resamples, seed=params.seed, histories=histories
+    predictions, n_resamples=params.bootstrap_resamples, seed=params.seed, histories=histories, replicates=replicates
 )
 comparisons = metrics.paired_comparisons(predictions)
 references = metrics.reference_lines(next(iter(predictions.values())), truth)
 write_table(table, snakemake.output.metrics)
 write_table(comparisons, snakemake.output.comparisons)
+write_table(replicates, snakemake.output.replicates)
 write_json(references, snakemake.output.references)
 
 output = snakemake.output
@@ -32,7 +37,7 @@ for png, pdf, draw, data in [
     for path in (png, pdf):
         draw(data, Path(path))
 for path in (output.mae, output.mae_pdf):
-    plots.plot_mae_comparison(table, references, Path(path))
+    plots.plot_mae_comparison(table, references, Path(path), replicates)
 
 log.info("references: %s", references)
 summary = table.to_string(index=False)
