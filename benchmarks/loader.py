@@ -30,9 +30,8 @@ import torch
 import torchio as tio
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import median_time, read_config, report  # noqa: E402
-
-from brainage.data import (  # noqa: E402
+from _common import median_time, read_config, report
+from brainage.data import (
     AgeDataset,
     ChannelTransform,
     FastRandomBiasField,
@@ -40,6 +39,7 @@ from brainage.data import (  # noqa: E402
     make_loader,
     torchio_arguments,
 )
+from brainage.vocabulary import TRAIN
 
 BATCH = 4
 
@@ -69,7 +69,7 @@ def write_cohort(root: Path, shape: tuple[int, int, int], n: int) -> tuple[pd.Da
         nib.save(nib.Nifti1Image(volume, affine), root / f"{subject}_T1.nii.gz")
         rows.append({"subject": subject, "age": 20.0 + i, "tensor_T1": str(root / f"{subject}_T1.npy")})
     manifest = pd.DataFrame(rows)
-    split = manifest[["subject", "age"]].assign(set="train")
+    split = manifest[["subject", "age"]].assign(set=TRAIN)
     return manifest, split
 
 
@@ -88,25 +88,39 @@ def epochs_rate(loader, epochs: int) -> tuple[float, float]:
     return count / (time.perf_counter() - start), count / (time.process_time() - cpu)
 
 
-def loader_table(root: Path, manifest: pd.DataFrame, split: pd.DataFrame, spec: list[dict], grid: str, epochs: int) -> list[dict]:
+def loader_table(
+    root: Path, manifest: pd.DataFrame, split: pd.DataFrame, spec: list[dict], grid: str, epochs: int
+) -> list[dict]:
     rows = []
     for workers in (0, 2):
         naive_set = tio.SubjectsDataset(
-            [tio.Subject(T1=tio.ScalarImage(root / f"{s}_T1.nii.gz"), age=a) for s, a in zip(manifest["subject"], manifest["age"])],
+            [
+                tio.Subject(T1=tio.ScalarImage(root / f"{s}_T1.nii.gz"), age=a)
+                for s, a in zip(manifest["subject"], manifest["age"], strict=True)
+            ],
             transform=torchio_compose(spec),
         )
         torch.manual_seed(0)
-        naive = tio.SubjectsLoader(naive_set, batch_size=BATCH, shuffle=True, num_workers=workers, persistent_workers=workers > 0)
-        cached_tio = AgeDataset(manifest, split, "train", ["T1"], ChannelTransform(torchio_compose(spec), []))
-        ours = AgeDataset(manifest, split, "train", ["T1"], build_transforms(spec, []))
+        naive = tio.SubjectsLoader(
+            naive_set, batch_size=BATCH, shuffle=True, num_workers=workers, persistent_workers=workers > 0
+        )
+        cached_tio = AgeDataset(manifest, split, TRAIN, ["T1"], ChannelTransform(torchio_compose(spec), []))
+        ours = AgeDataset(manifest, split, TRAIN, ["T1"], build_transforms(spec, []))
         for name, loader in (
             ("naive (.nii.gz + torchio)", naive),
             ("cached .npy + torchio bias field", make_loader(cached_tio, BATCH, True, workers, 0, "cpu")),
             ("ours (cached .npy + fast bias field)", make_loader(ours, BATCH, True, workers, 0, "cpu")),
         ):
             wall, cpu = epochs_rate(loader, epochs)
-            rows.append({"grid": grid, "workers": workers, "pipeline": name, "volumes_per_s": wall,
-                         "volumes_per_cpu_s": cpu if workers == 0 else float("nan")})
+            rows.append(
+                {
+                    "grid": grid,
+                    "workers": workers,
+                    "pipeline": name,
+                    "volumes_per_s": wall,
+                    "volumes_per_cpu_s": cpu if workers == 0 else float("nan"),
+                }
+            )
             del loader
     table = pd.DataFrame(rows)
     naive_rate = table.groupby("workers")["volumes_per_s"].transform("first")
@@ -127,7 +141,9 @@ def transform_table(root: Path, spec: list[dict], grid: str, repeats: int) -> li
 
     costs = {
         "read .nii.gz (torchio)": lambda: tio.ScalarImage(nii).load(),
-        "read .npy float16 → float32": lambda: torch.from_numpy(np.asarray(np.load(npy, mmap_mode="r"), dtype=np.float32)),
+        "read .npy float16 → float32": lambda: torch.from_numpy(
+            np.asarray(np.load(npy, mmap_mode="r"), dtype=np.float32)
+        ),
     }
     for entry in spec:
         kwargs = torchio_arguments(entry, drop=("name", "p"))
@@ -142,15 +158,28 @@ def transform_table(root: Path, spec: list[dict], grid: str, repeats: int) -> li
         rows.append({"grid": grid, "step": name, "ms_per_volume": 1000 * wall, "cpu_ms_per_volume": 1000 * cpu})
     # Composed with the configured probabilities: the mean over draws is the expected cost.
     draws = max(20, 4 * repeats)
-    for name, compose in (("all four (torchio, configured p)", torchio_compose(spec)), ("all four (ours, configured p)", build_transforms(spec, []))):
+    for name, compose in (
+        ("all four (torchio, configured p)", torchio_compose(spec)),
+        ("all four (ours, configured p)", build_transforms(spec, [])),
+    ):
         torch.manual_seed(0)
-        call = (lambda c=compose: c(subject())) if isinstance(compose, tio.Transform) else (lambda c=compose: c({"T1": tensor.clone()}))
+        call = (
+            (lambda c=compose: c(subject()))
+            if isinstance(compose, tio.Transform)
+            else (lambda c=compose: c({"T1": tensor.clone()}))
+        )
         call()
         start, cpu = time.perf_counter(), time.process_time()
         for _ in range(draws):
             call()
-        rows.append({"grid": grid, "step": name + " mean", "ms_per_volume": 1000 * (time.perf_counter() - start) / draws,
-                     "cpu_ms_per_volume": 1000 * (time.process_time() - cpu) / draws})
+        rows.append(
+            {
+                "grid": grid,
+                "step": name + " mean",
+                "ms_per_volume": 1000 * (time.perf_counter() - start) / draws,
+                "cpu_ms_per_volume": 1000 * (time.process_time() - cpu) / draws,
+            }
+        )
     always = [dict(entry, p=1.0) if "p" in entry else entry for entry in spec]
     tio_all, ours_all = torchio_compose(always), build_transforms(always, [])
     torch.manual_seed(0)
@@ -185,8 +214,14 @@ def main() -> None:
             transforms += transform_table(root, spec, grid, repeats)
             loaders += loader_table(root, manifest, split, spec, grid, epochs)
     print(f"augmentation (config/config.yaml): {spec}")
-    report(pd.DataFrame(transforms), "loader_transforms", "Cost per volume of reading and of each transform (1 channel)")
-    report(pd.DataFrame(loaders), "loader", f"Loader throughput, batch {BATCH}, {volumes} volumes, epochs 2..{epochs} timed")
+    report(
+        pd.DataFrame(transforms), "loader_transforms", "Cost per volume of reading and of each transform (1 channel)"
+    )
+    report(
+        pd.DataFrame(loaders),
+        "loader",
+        f"Loader throughput, batch {BATCH}, {volumes} volumes, epochs 2..{epochs} timed",
+    )
 
 
 if __name__ == "__main__":

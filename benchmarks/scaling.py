@@ -29,13 +29,15 @@ import pandas as pd
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import ROOT, report  # noqa: E402
-from workflow import snakemake  # noqa: E402
-
-from brainage.metrics import benchmark_table  # noqa: E402
+from _common import ROOT, report
+from brainage.metrics import benchmark_table
+from brainage.paths import RESULTS, derived
+from brainage.vocabulary import T1, TRAIN
+from workflow import snakemake
 
 PREPROCESS_RULES = ("synthesize_subject", "register", "binarize", "qc_subject", "training_arrays")
-TRAIN_TARGET = "results/train/T1/cnn3d/replicate0/model.pt"
+# The run that is timed: its files, named as rule train names them.
+TRAIN_RUN = {"modality": T1, "model": "cnn3d", "replicate": 0}
 
 
 def overlay(n: int, epochs: int) -> dict:
@@ -53,16 +55,19 @@ def measure(n: int, base: list[Path], epochs: int, cores: int, root: Path) -> di
     overrides = workdir / "overrides.yaml"
     overrides.write_text(yaml.safe_dump(overlay(n, epochs)))
     configfiles = [*base, overrides]
-    pre_wall, _ = snakemake(workdir, cores, configfiles, ["results/manifest/manifest.csv"], workdir / "preprocess.log")
-    train_wall, _ = snakemake(workdir, cores, configfiles, [TRAIN_TARGET], workdir / "train.log")
-    jobs = benchmark_table(sorted((workdir / "results" / "benchmarks").rglob("*.tsv")))
+    manifest = derived("manifest", name="manifest", ext=".csv")
+    weights = derived("train", **TRAIN_RUN, name="model", ext=".pt")
+    pre_wall, _ = snakemake(workdir, cores, configfiles, [str(manifest)], workdir / "preprocess.log")
+    train_wall, _ = snakemake(workdir, cores, configfiles, [str(weights)], workdir / "train.log")
+    results = workdir / RESULTS
+    jobs = benchmark_table(sorted(derived("benchmarks", root=results).rglob("*.tsv")))
     per_rule = jobs.groupby("rule")["s"].sum()
-    split = pd.read_csv(workdir / "results" / "split" / "split.csv")
-    history = pd.read_csv(workdir / TRAIN_TARGET.replace("model.pt", "history.csv"))
+    split = pd.read_csv(derived("split", name="split", ext=".csv", root=results))
+    history = pd.read_csv(derived("train", **TRAIN_RUN, name="history", ext=".csv", root=results))
     row = {
         "n_subjects": n,
         "preprocessed": int((jobs["rule"] == "register").sum()),
-        "train_subjects": int((split["set"] == "train").sum()),
+        "train_subjects": int((split["set"] == TRAIN).sum()),
         "preprocess_wall_s": pre_wall,
         "preprocess_job_s": float(sum(per_rule.get(rule, 0.0) for rule in PREPROCESS_RULES)),
         **{f"{rule}_s": float(per_rule.get(rule, 0.0)) for rule in PREPROCESS_RULES},
@@ -94,12 +99,16 @@ def main() -> None:
     root = Path(tempfile.mkdtemp(prefix="bench_scaling_"))
     print(f"run directories under {root}", flush=True)
     rows = pd.DataFrame([measure(n, base, epochs, args.cores, root) for n in counts])
-    report(rows, f"scaling_{label}", f"Cost against subject count ({label} geometry, {args.cores} cores, {epochs} epochs)")
+    report(
+        rows, f"scaling_{label}", f"Cost against subject count ({label} geometry, {args.cores} cores, {epochs} epochs)"
+    )
     fits = []
     for quantity, x in (
-        ("preprocess_wall_s", "preprocessed"), ("preprocess_job_s", "preprocessed"),
+        ("preprocess_wall_s", "preprocessed"),
+        ("preprocess_job_s", "preprocessed"),
         *((f"{rule}_s", "preprocessed") for rule in PREPROCESS_RULES),
-        ("train_job_s", "train_subjects"), ("epoch_s", "train_subjects"),
+        ("train_job_s", "train_subjects"),
+        ("epoch_s", "train_subjects"),
     ):
         fixed, slope = fit(rows[x], rows[quantity])
         fits.append({"quantity": quantity, "per": x, "fixed_s": fixed, "s_per_subject": slope})

@@ -31,9 +31,9 @@ from typing import Any
 import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import ROOT, read_config, report  # noqa: E402
-
-from brainage.io import read_table  # noqa: E402
+from _common import ROOT, read_config, report
+from brainage.io import read_table
+from brainage.vocabulary import TRAIN, TUNE
 
 # Each case: overrides of the model's params and of its training settings, and the torch
 # threads it trains with (1 unless given: another count sums in another order, as another
@@ -69,7 +69,8 @@ def case_settings(config: dict[str, Any], model: str, case: str) -> tuple[dict[s
     if "affine_pad" in overrides:
         pad = overrides.pop("affine_pad")
         training["augmentation"] = [
-            {**entry, "default_pad_value": pad} if entry["name"] == "RandomAffine" else entry for entry in training["augmentation"]
+            {**entry, "default_pad_value": pad} if entry["name"] == "RandomAffine" else entry
+            for entry in training["augmentation"]
         ]
     training = {**training, **overrides, "device": "cpu"}
     training["epochs"] = int(training["epochs"] * factor)
@@ -78,12 +79,13 @@ def case_settings(config: dict[str, Any], model: str, case: str) -> tuple[dict[s
 
 def run_case(job: dict[str, Any]) -> dict[str, Any]:
     """Train one case with one seed in a fresh temporary folder; return its tune-only row."""
-    from brainage.train import train_run
+    from brainage.train import RunOutputs, train_run
 
     manifest, split = read_table(job["manifest"]), read_table(job["split"])
     start = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp)
+        outputs = RunOutputs(weights=out / "model.pt", history=out / "history.csv", predictions=out / "predictions.csv")
         train_run(
             manifest,
             split,
@@ -91,22 +93,22 @@ def run_case(job: dict[str, Any]) -> dict[str, Any]:
             model_name=job["model"],
             model_params=job["params"],
             training=job["training"],
-            out_dir=out,
-            checkpoint_dir=out / "checkpoint",
+            outputs=outputs,
+            checkpoint=out / "checkpoint.pt",
             threads=job["threads"],
             seed=job["seed"],
             device="cpu",
             log=lambda line: None,
         )
-        history = read_table(out / "history.csv")
-        predictions = read_table(out / "predictions.csv")
+        history = read_table(outputs.history)
+        predictions = read_table(outputs.predictions)
     return {**job["row"], **tune_summary(history, predictions, split), "seconds": time.perf_counter() - start}
 
 
 def tune_summary(history: pd.DataFrame, predictions: pd.DataFrame, split: pd.DataFrame) -> dict[str, float]:
     """Tune-set numbers of one run (no eval number enters)."""
-    train_mean = split.loc[split["set"] == "train", "age"].mean()
-    tune = predictions[predictions["set"] == "tune"]
+    train_mean = split.loc[split["set"] == TRAIN, "age"].mean()
+    tune = predictions[predictions["set"] == TUNE]
     mean_mae = float((tune["age"] - train_mean).abs().mean())
     warmup = max(1, math.ceil(0.1 * len(history)))
     best = history.loc[history["tune_mae"].idxmin()]
@@ -151,7 +153,7 @@ def main() -> None:
                     "row": {"modality": args.modality, "model": args.model, "case": case, "seed": seed},
                     "manifest": results / "manifest" / "manifest.csv",
                     "split": results / "split" / "split.csv",
-                    "channels": config["modalities"][args.modality],
+                    "channels": config["channel_sets"][args.modality],
                     "model": args.model,
                     "params": params,
                     "training": training,

@@ -23,7 +23,11 @@ N_SUBJECTS = 36
 
 
 def _snapshot(folder: Path) -> dict[str, str]:
-    return {str(p.relative_to(folder)): hashlib.md5(p.read_bytes()).hexdigest() for p in sorted(folder.rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(folder)): hashlib.md5(p.read_bytes()).hexdigest()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
 
 
 def _break(path: Path, how: str) -> None:
@@ -64,11 +68,12 @@ def raw_cohort(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, pd
     raw = root / "IXI"
     plan = synth.plan_cohort(N_SUBJECTS, SEED)
     for row in plan[plan["imaged"]].to_dict("records"):
-        synth.synthesize_subject(row, raw, root / "truth", 0.15, SEED)
+        synth.synthesize_subject(row, raw, root / "truth" / f"{row['subject']}.json", 0.15, SEED)
     synth.write_demographics(plan, root / "IXI.xls", SEED)
     usable = synth.usable_subjects(plan)
     expected = {}
-    for row, (how, (modality, reason)) in zip(usable.to_dict("records"), BROKEN.items()):
+    # The first len(BROKEN) usable subjects are broken, one way each; the rest stay intact.
+    for row, (how, (modality, reason)) in zip(usable.to_dict("records"), BROKEN.items(), strict=False):
         path = raw / synth.subject_files(row)[modality]
         _break(path, how)
         expected[row["subject"]] = (path.name, reason)
@@ -80,7 +85,13 @@ def raw_cohort(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, pd
 
 def _config(raw: Path, sheet_path: Path, **dataset: str) -> dict:
     return {
-        "dataset": {"source": "ixi", "download": False, "raw_dir": str(raw), "demographics": str(sheet_path), **dataset},
+        "dataset": {
+            "source": "ixi",
+            "download": False,
+            "raw_dir": str(raw),
+            "demographics": str(sheet_path),
+            **dataset,
+        },
         "preprocessing": {"grid": {"shape": [24, 28, 24], "spacing": 6.5}},
         "split": {"eval_size": 4, "tune_size": 2},
     }
@@ -91,8 +102,12 @@ def test_broken_images_and_sheet_quirks_exclude_only_their_subjects(raw_cohort, 
     raw, sheet, plan, expected = raw_cohort
     before = _snapshot(raw)
     result = run_snakemake(
-        tmp_path, "--cores", "2", "results/split/split.csv",
-        base_configs=(ROOT / "config" / "ixi.yaml",), config=_config(raw, sheet),
+        tmp_path,
+        "--cores",
+        "2",
+        "results/split/split.csv",
+        base_configs=(ROOT / "config" / "ixi.yaml",),
+        config=_config(raw, sheet),
     )
     assert result.returncode == 0, result.stderr[-5000:]
     exclusions = pd.read_csv(tmp_path / "results" / "manifest" / "exclusions.csv").set_index("subject")["reason"]
@@ -122,7 +137,9 @@ def test_broken_images_and_sheet_quirks_exclude_only_their_subjects(raw_cohort, 
         ("wrong sheet", {"sheet": "Participants"}, "Participants"),
     ],
 )
-def test_bad_demographics_sheet_stops_before_any_job(raw_cohort, tmp_path: Path, problem: str, dataset: dict, message: str) -> None:
+def test_bad_demographics_sheet_stops_before_any_job(
+    raw_cohort, tmp_path: Path, problem: str, dataset: dict, message: str
+) -> None:
     raw, sheet, _, _ = raw_cohort
     if problem == "no AGE column":
         broken = tmp_path / "IXI.csv"

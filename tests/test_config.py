@@ -3,19 +3,34 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
+import types
+import typing
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
+from snakemake.exceptions import WorkflowError
 from snakemake.utils import update_config, validate
 
+from brainage import binarize, manifest, qc, registration, split
 from brainage import config as config_module
 from brainage.config import ConfigError, check_config
 from brainage.data import TRANSFORMS
-from brainage.models import MODELS
+from brainage.device import select_device
+from brainage.models import MODELS, NORMS
+from brainage.synth import plan_cohort
+from brainage.train import SCHEDULES, TrainingConfig
+from brainage.vocabulary import CHANNELS, RAW_SCANS
 from conftest import ROOT, run_snakemake
 
 SCHEMA = ROOT / "config" / "schema.yaml"
+# The schema's section of brainage.train.TrainingConfig's keys, shared and per model.
+TRAINING = ("$defs", "training_overrides", "properties")
+# Python types of the code's fields as JSON schema types.
+JSON_TYPES = {int: "integer", float: "number", bool: "boolean", str: "string", list: "array", type(None): "null"}
 
 
 def shipped_config(*overlays: str) -> dict:
@@ -26,6 +41,29 @@ def shipped_config(*overlays: str) -> dict:
     return config
 
 
+def schema() -> dict:
+    return yaml.safe_load(SCHEMA.read_text())
+
+
+def schema_at(*path: str) -> Any:
+    """The schema's node at ``path``, a ``$ref`` followed to its definition."""
+    node = schema()
+    for key in path:
+        node = node[key]
+    if isinstance(node, dict) and "$ref" in node:
+        return schema_at(*node["$ref"].removeprefix("#/").split("/"))
+    return node
+
+
+def schema_error(config: dict) -> str | None:
+    """The schema's message for ``config``, or None when it passes."""
+    try:
+        validate(copy.deepcopy(config), str(SCHEMA))
+    except WorkflowError as error:
+        return str(error)
+    return None
+
+
 @pytest.mark.parametrize(
     ("override", "expected"),
     [
@@ -34,13 +72,13 @@ def shipped_config(*overlays: str) -> dict:
         ({"split": {"eval_sise": 50}}, "eval_sise"),
         ({"training": {"epochs": 2.5}}, "epochs"),
         ({"models": {"resnet": {}}}, "resnet"),
-        ({"modalities": {"T2": ["T2"]}}, "T2"),
+        ({"channel_sets": {"T2": ["T2"]}}, "T2"),
         ({"split": {"eval_size": 500}}, "split.eval_size"),
         ({"training": {"init_weights": "missing.pt"}}, "training.init_weights"),
         ({"models": {"sfcn": {"params": {"channels": [4, 8, 8, 8, 8, 8]}}}}, "preprocessing.grid.shape"),
         ({"models": {"cnn3d": {"params": {"chanels": [4, 8]}}}}, "'models.cnn3d.params.chanels': unknown parameter"),
         ({"training": {"augmentation": [{"name": "RandomNoise", "sdt": 0.1}]}}, "'training.augmentation[0]'"),
-        ({"preprocessing": {"qc_bounds": {"nmi_T2": 1.1}}}, "'preprocessing.qc_bounds.nmi_T2': unknown QC metric"),
+        ({"preprocessing": {"qc_bounds": {"nmi_T2": 1.1}}}, "('nmi_T2' was unexpected)"),
         ({"dataset": {"age_range": [90, 18]}}, "'dataset.age_range'"),
         ({"replicates": [0, 0]}, "replicates"),
         ({"replicates": []}, "replicates"),
@@ -53,15 +91,20 @@ def test_bad_config_stops_before_any_job(workdir: Path, override: dict, expected
     assert not (workdir / "results").exists()
 
 
-def test_check_config_names_the_key() -> None:
-    config = {
-        "dataset": {"source": "ixi"},
-        "preprocessing": {"grid": {"shape": [32, 32, 32]}},
-        "models": {},
-        "training": {},
-    }
-    with pytest.raises(ConfigError, match="dataset.raw_dir"):
-        check_config(config)
+@pytest.mark.parametrize(
+    ("change", "expected"),
+    [
+        (lambda c: c["dataset"].pop("raw_dir"), "'raw_dir' is a required property"),
+        (lambda c: c["dataset"].update(demographics=""), "On instance['dataset']['demographics']"),
+        (lambda c: c["dataset"].pop("file_table"), "'file_table' is a required property"),
+        (lambda c: c["dataset"].update(source="synthetic") or c.pop("synthetic"), "'synthetic' is a required property"),
+    ],
+    ids=["ixi-raw_dir", "ixi-demographics", "download-file_table", "synthetic-section"],
+)
+def test_schema_requires_the_keys_a_setting_needs(change: Any, expected: str) -> None:
+    config = shipped_config("ixi.yaml")
+    change(config)
+    assert expected in (schema_error(config) or "passed")
 
 
 def test_check_config_names_the_key_of_a_bad_age_range() -> None:
@@ -74,8 +117,11 @@ def test_check_config_names_the_key_of_a_bad_age_range() -> None:
 @pytest.mark.parametrize(
     ("model", "params", "expected"),
     [
-        ("cnn3d", {"chanels": [4, 8]},
-         r"'models.cnn3d.params.chanels': unknown parameter; valid: channels, dropout, age_mean, age_sd$"),
+        (
+            "cnn3d",
+            {"chanels": [4, 8]},
+            r"'models.cnn3d.params.chanels': unknown parameter; valid: channels, dropout, age_mean, age_sd$",
+        ),
         ("highresnet", {"norm": "group"}, r"'models.highresnet.params.norm': set by the workflow from training.norm"),
         ("sfcn", {"dropout": "high"}, r"'models.sfcn.params': .*dropout"),
         ("sfcn", {"age_min": 20, "age_max": 20.5}, r"'models.sfcn.params': sfcn age range \[20, 20.5\)"),
@@ -93,10 +139,16 @@ def test_model_params_are_tried_on_the_model(model: str, params: dict, expected:
 @pytest.mark.parametrize(
     ("where", "entries", "expected"),
     [
-        ("training", [{"name": "RandomFlip"}, {"name": "RandomWarp"}],
-         r"'training.augmentation\[1\]': augmentation entry 1 has name 'RandomWarp'; allowed: .*RandomBlur"),
-        ("training", [{"name": "RandomFlip"}, {"name": "RandomAffine"}, {"name": "RandomBiasField", "coefficent": 0.3}],
-         r"'training.augmentation\[2\]': .*unexpected keyword argument 'coefficent'"),
+        (
+            "training",
+            [{"name": "RandomFlip"}, {"name": "RandomWarp"}],
+            r"'training.augmentation\[1\]': augmentation entry 1 has name 'RandomWarp'; allowed: .*RandomBlur",
+        ),
+        (
+            "training",
+            [{"name": "RandomFlip"}, {"name": "RandomAffine"}, {"name": "RandomBiasField", "coefficent": 0.3}],
+            r"'training.augmentation\[2\]': .*unexpected keyword argument 'coefficent'",
+        ),
         ("sfcn", [{"name": "RandomNoise", "std": "loud"}], r"'models.sfcn.training.augmentation\[0\]': .*std"),
         ("cnn3d", [{"name": "RandomGamma", "p": 2}], r"'models.cnn3d.training.augmentation\[0\]': .*Probability"),
     ],
@@ -111,20 +163,129 @@ def test_augmentation_entries_are_tried_on_torchio(where: str, entries: list, ex
 
 def test_qc_bounds_name_metrics_the_workflow_computes() -> None:
     config = shipped_config()
-    config["preprocessing"]["qc_bounds"]["reg_error_TOF_mm"] = 1.0
-    expected = (r"'preprocessing.qc_bounds.reg_error_TOF_mm': unknown QC metric; "
-                r"valid: nmi_T1, nmi_TOF, corr_T1, corr_TOF, mask_volume_ml, vessel_volume_ml$")
-    with pytest.raises(ConfigError, match=expected):
-        check_config(config)
+    config["preprocessing"]["qc_bounds"]["reg_error_TOF_mm"] = 1.0  # a column of synthetic runs only
+    message = schema_error(config) or "passed"
+    assert "('reg_error_TOF_mm' was unexpected)" in message and "On instance['preprocessing']['qc_bounds']" in message
 
 
-def test_schema_allows_every_transform_and_model_the_code_has() -> None:
+def test_every_transform_the_schema_allows_builds_with_its_defaults() -> None:
     config = shipped_config()
     config["training"]["augmentation"] = [{"name": name} for name in TRANSFORMS]
     validate(copy.deepcopy(config), str(SCHEMA))
     check_config(config)
-    schema = yaml.safe_load(SCHEMA.read_text())
-    assert set(schema["properties"]["models"]["properties"]) == set(MODELS)
+
+
+@pytest.mark.parametrize(
+    ("path", "code"),
+    [
+        (("properties", "models", "properties"), MODELS),
+        ((*TRAINING, "norm", "enum"), NORMS),
+        ((*TRAINING, "schedule", "enum"), SCHEDULES),
+        ((*TRAINING, "augmentation", "items", "properties", "name", "enum"), TRANSFORMS),
+        (("properties", "preprocessing", "properties", "registration", "enum"), registration.TRANSFORMS),
+        (("properties", "preprocessing", "properties", "binarize", "properties", "method", "enum"), binarize.METHODS),
+        (("properties", "preprocessing", "properties", "qc_bounds", "properties"), qc.QC_METRICS),
+        (("properties", "split", "properties", "method", "enum"), split.METHODS),
+        # The split balances by the manifest's categorical demographics: not the id, not the age it stratifies.
+        (
+            ("properties", "split", "properties", "balance_by", "items", "enum"),
+            [column for column in manifest.DEMOGRAPHIC_COLUMNS if column not in ("subject", "age")],
+        ),
+        (("properties", "dataset", "properties", "required_scans", "items", "enum"), RAW_SCANS),
+        (("$defs", "channel", "enum"), CHANNELS),
+    ],
+    ids=[
+        "models",
+        "norms",
+        "schedules",
+        "transforms",
+        "registrations",
+        "binarize-methods",
+        "qc-metrics",
+        "split-methods",
+        "balance-by",
+        "raw-scans",
+        "channels",
+    ],
+)
+def test_schema_names_are_the_codes(path: tuple[str, ...], code: Any) -> None:
+    assert set(schema_at(*path)) == set(code)
+
+
+def test_schema_training_keys_and_types_are_the_training_configs() -> None:
+    fields = {field.name for field in dataclasses.fields(TrainingConfig)}
+    assert set(schema_at(*TRAINING)) == fields
+    assert set(schema_at("properties", "training", "allOf")[1]["required"]) == fields
+    for name, hint in typing.get_type_hints(TrainingConfig).items():
+        union = typing.get_origin(hint) in (typing.Union, types.UnionType)
+        code = {JSON_TYPES[typing.get_origin(kind) or kind] for kind in (typing.get_args(hint) if union else (hint,))}
+        declared = schema_at(*TRAINING, name)["type"]
+        assert ({declared} if isinstance(declared, str) else set(declared)) == code, name
+
+
+def test_null_patience_and_grad_clip_pass_as_the_code_takes_them() -> None:
+    config = shipped_config()
+    config["training"].update(patience=None, grad_clip=None)
+    config["models"]["sfcn"]["training"] = {"patience": None}
+    assert schema_error(config) is None
+    check_config(config)
+
+
+def test_a_number_yaml_reads_as_text_is_refused_naming_the_key() -> None:
+    # YAML 1.1 needs a dot in a float: 1e-3 is the string "1e-3", which no job should see.
+    config = shipped_config()
+    update_config(config, yaml.safe_load("training: {lr: 1e-3}"))
+    assert config["training"]["lr"] == "1e-3"
+    message = schema_error(config) or "passed"
+    assert "'1e-3' is not of type 'number'" in message and "On instance['training']['lr']" in message
+
+
+@pytest.mark.parametrize(
+    "device", ["auto", "cpu", "cuda", "cuda:0", "cuda:12", "gpu", "CPU", "cuda:", "cuda:-1", "cuda:1 "]
+)
+def test_schema_accepts_the_devices_select_device_accepts(device: str, tmp_path: Path) -> None:
+    try:
+        select_device(device, lock_dir=tmp_path, timeout_s=0.0)
+        code_accepts = True
+    except ValueError:
+        code_accepts = False
+    except RuntimeError:  # a CUDA device asked for on a machine without one (or all GPUs claimed): a known name
+        code_accepts = True
+    config = shipped_config()
+    config["training"]["device"] = device
+    assert (schema_error(config) is None) == code_accepts
+
+
+def test_smallest_synthetic_cohort_has_every_quirk_of_the_real_data() -> None:
+    def quirks(n_subjects: int) -> set[str]:
+        plan = plan_cohort(n_subjects, seed=0)
+        found = set(plan["sheet_status"]) - {"ok"}
+        found |= {"sheet_only"} if not plan["imaged"].all() else set()
+        found |= {"no_mra"} if not plan.loc[plan["imaged"], "has_mra"].all() else set()
+        return found
+
+    every = {"zero_duplicate", "conflicting_age", "no_age", "absent", "sheet_only", "no_mra"}
+    minimum = schema_at("properties", "synthetic", "properties", "n_subjects")["minimum"]
+    assert quirks(minimum) == every
+    assert quirks(minimum - 1) != every
+
+
+def test_every_schema_key_has_a_description() -> None:
+    def undocumented(node: dict, path: str) -> Iterator[str]:
+        for name, child in node.get("properties", {}).items():
+            where = f"{path}.{name}" if path else name
+            if "description" not in child:
+                yield where
+            yield from undocumented(child, where)
+        for key in ("items", "additionalProperties"):
+            if isinstance(node.get(key), dict):
+                yield from undocumented(node[key], path)
+        for child in node.get("allOf", []):
+            yield from undocumented(child, path)
+        for name, child in node.get("$defs", {}).items():
+            yield from undocumented(child, f"$defs.{name}")
+
+    assert list(undocumented(schema(), "")) == []
 
 
 @pytest.mark.parametrize(

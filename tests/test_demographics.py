@@ -17,8 +17,18 @@ from brainage.inventory import build_inventory
 REAL_SHEET = Path("/work/shared/data/ixi/IXI.xls")
 
 HEADER = [
-    "IXI_ID", "SEX_ID (1=m, 2=f)", "HEIGHT", "WEIGHT", "ETHNIC_ID", "MARITAL_ID", "OCCUPATION_ID",
-    "QUALIFICATION_ID", "DOB", "DATE_AVAILABLE", "STUDY_DATE", "AGE",
+    "IXI_ID",
+    "SEX_ID (1=m, 2=f)",
+    "HEIGHT",
+    "WEIGHT",
+    "ETHNIC_ID",
+    "MARITAL_ID",
+    "OCCUPATION_ID",
+    "QUALIFICATION_ID",
+    "DOB",
+    "DATE_AVAILABLE",
+    "STUDY_DATE",
+    "AGE",
 ]
 DATE = dt.datetime(2006, 8, 25)
 
@@ -58,8 +68,20 @@ def write_xls(path: Path, rows: list[list] = ROWS, header: list[str] = HEADER, s
 def test_reads_xls_quirks(tmp_path: Path) -> None:
     rows = read_demographics(write_xls(tmp_path / "ixi.xls"))
     assert list(rows.columns) == [
-        "row", "ixi_id", "sex", "height", "weight", "ethnic_id", "marital_id", "occupation_id",
-        "qualification_id", "dob", "date_available", "study_date", "age", "age_text",
+        "row",
+        "ixi_id",
+        "sex",
+        "height",
+        "weight",
+        "ethnic_id",
+        "marital_id",
+        "occupation_id",
+        "qualification_id",
+        "dob",
+        "date_available",
+        "study_date",
+        "age",
+        "age_text",
     ]
     assert rows["age_text"].isna().all()
     assert len(rows) == len(ROWS)
@@ -153,7 +175,7 @@ def test_implausible_or_non_numeric_age_excludes_the_subject(tmp_path: Path, suf
     assert subjects["subject"].tolist() == ["IXI002", "IXI009"]
     assert subjects["age"].tolist() == [40.5, 120]
     assert "age_text" not in subjects
-    assert dict(zip(exclusions["subject"], exclusions["reason"])) == {
+    assert dict(zip(exclusions["subject"], exclusions["reason"], strict=True)) == {
         f"IXI{ixi_id:03d}": reason for ixi_id, _, reason in cases
     }
 
@@ -175,9 +197,7 @@ def test_implausible_age_in_a_duplicated_row_excludes_the_id(tmp_path: Path) -> 
     assert exclusions["reason"].tolist() == ["age 400 is not a plausible age (allowed 0-120)"]
 
 
-@pytest.mark.parametrize(
-    "content", [b"", b"\n\n", b"IXI_ID,AGE\n"], ids=["zero-bytes", "blank-lines", "header-only"]
-)
+@pytest.mark.parametrize("content", [b"", b"\n\n", b"IXI_ID,AGE\n"], ids=["zero-bytes", "blank-lines", "header-only"])
 def test_empty_csv_names_the_file(tmp_path: Path, content: bytes) -> None:
     path = tmp_path / "ixi.csv"
     path.write_bytes(content)
@@ -211,7 +231,7 @@ def test_resolve_rules(tmp_path: Path) -> None:
     assert by_id.loc["IXI237", "height"] == 167  # complete row wins over its zero-filled copy
     assert by_id.loc["IXI392", "ethnic_id"] == 1  # fuller row wins though it comes second
     assert by_id.loc["IXI392", "age"] == pytest.approx(62.456)
-    reasons = dict(zip(exclusions["subject"], exclusions["reason"]))
+    reasons = dict(zip(exclusions["subject"], exclusions["reason"], strict=True))
     assert reasons == {
         "IXI001": "no age in demographics sheet",
         "IXI219": "conflicting ages in demographics sheet: 53.08, 58.07 (rows 9, 10)",
@@ -238,8 +258,10 @@ def test_real_sheet() -> None:
     conflicting = exclusions[exclusions["reason"].str.startswith("conflicting ages")]
     assert set(conflicting["subject"]) == {"IXI219", "IXI328"}
     no_age = exclusions[exclusions["reason"] == "no age in demographics sheet"]
-    print(f"\nreal sheet: {len(subjects)} usable subjects with age; excluded: "
-          f"{len(no_age)} no age, {len(conflicting)} conflicting ages")
+    print(
+        f"\nreal sheet: {len(subjects)} usable subjects with age; excluded: "
+        f"{len(no_age)} no age, {len(conflicting)} conflicting ages"
+    )
     assert len(subjects) == 563 and len(no_age) == 28 and len(exclusions) == 30
     assert subjects["age"].notna().all() and subjects["subject"].is_unique
     assert set(subjects["sex"]) == {"F", "M"}
@@ -256,5 +278,5 @@ def test_inventory_excludes_by_the_given_age_range(tmp_path: Path) -> None:
     sheet = write_sheet(tmp_path / "ixi.csv", ["IXI_ID", "AGE"], [[2, 40], [3, 95]])
     (tmp_path / "raw").mkdir()
     _, exclusions = build_inventory(tmp_path / "raw", sheet, ["T1"], age_range=(18, 90))
-    reasons = dict(zip(exclusions["subject"], exclusions["reason"]))
+    reasons = dict(zip(exclusions["subject"], exclusions["reason"], strict=True))
     assert reasons["IXI003"] == "age 95 is not a plausible age (allowed 18-90); no images"

@@ -84,7 +84,7 @@ def test_check_images_reports_each_fault(tmp_path: Path) -> None:
         }
     )
     problems = check_images(files, ["T1", "MRA"], threads=2)
-    reasons = dict(zip(problems["subject"], problems["reason"]))
+    reasons = dict(zip(problems["subject"], problems["reason"], strict=True))
     assert set(reasons) == {"IXI002", "IXI003", "IXI004", "IXI005", "IXI006", "IXI007"}
     assert reasons["IXI002"].startswith(f"bad T1 image {truncated}: cannot be read")
     assert reasons["IXI003"] == f"bad T1 image {empty}: file is empty (0 bytes)"
@@ -120,14 +120,21 @@ def test_build_inventory(tmp_path: Path) -> None:
     subjects, exclusions = build_inventory(raw, sheet, ["T1", "MRA"], threads=2)
     assert list(subjects.columns) == INVENTORY_COLUMNS
     assert subjects["subject"].tolist() == [
-        "IXI002", "IXI012", "IXI013", "IXI014", "IXI015", "IXI020", "IXI021", "IXI099",
+        "IXI002",
+        "IXI012",
+        "IXI013",
+        "IXI014",
+        "IXI015",
+        "IXI020",
+        "IXI021",
+        "IXI099",
     ]
     assert subjects.loc[subjects["included"], "subject"].tolist() == ["IXI002", "IXI012"]
     included = subjects[subjects["included"]]
     assert (included["reason"] == "").all()
     assert included["age"].tolist() == [35.5, 40.25] and included["sex"].tolist() == ["M", "F"]
     assert included["site"].tolist() == ["Guys", "HH"]
-    reasons = dict(zip(exclusions["subject"], exclusions["reason"]))
+    reasons = dict(zip(exclusions["subject"], exclusions["reason"], strict=True))
     assert reasons["IXI013"] == "no age in demographics sheet"
     assert reasons["IXI014"] == "missing required modality MRA"
     assert reasons["IXI015"].startswith("bad MRA image") and "file is empty" in reasons["IXI015"]
@@ -161,7 +168,7 @@ def test_lying_headers_are_excluded_without_allocating_their_claims(tmp_path: Pa
         tracemalloc.stop()
     assert peak < 32 * 2**20
     assert len(problems) == 2
-    for path, claim, reason in zip(paths, claims.values(), problems["reason"]):
+    for path, claim, reason in zip(paths, claims.values(), problems["reason"], strict=True):
         assert reason.startswith(f"bad T1 image {path}: {claim}")
 
 

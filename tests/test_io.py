@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import errno
 import gzip
-import re
 import os
+import re
 import tracemalloc
 from pathlib import Path
 
@@ -49,10 +49,9 @@ def test_disk_full_mid_write_leaves_no_partial_file_and_keeps_the_old_one(
 
 
 def test_failed_block_removes_the_temporary_file(tmp_path: Path) -> None:
-    with pytest.raises(RuntimeError):
-        with atomic_path(tmp_path / "out.csv") as tmp:
-            tmp.write_text("half")
-            raise RuntimeError("killed")
+    with pytest.raises(RuntimeError), atomic_path(tmp_path / "out.csv") as tmp:
+        tmp.write_text("half")
+        raise RuntimeError("killed")
     assert not list(tmp_path.iterdir())
 
 
@@ -83,12 +82,15 @@ def test_image_is_returned_in_canonical_orientation(tmp_path: Path) -> None:
     assert np.array_equal(np.asarray(image.dataobj), data[::-1])
 
 
+IDENTITY = np.eye(4)  # write_raw_nifti's default sform (a module constant: defaults are evaluated once)
+
+
 def write_raw_nifti(
     path: Path,
     shape: tuple[int, ...] = (4, 5, 6),
     dtype: type = np.float32,
     voxels: bytes | None = None,
-    sform: np.ndarray | None = np.eye(4),
+    sform: np.ndarray | None = IDENTITY,
     qform: bool = False,
     pixdim: tuple[float, float, float] = (1.0, 1.0, 1.0),
     level: int = 6,
@@ -159,9 +161,7 @@ def test_gzip_bound_is_deflates_ceiling(tmp_path: Path) -> None:
     assert "header declares" in reason and "at most 1032 times" in reason
 
 
-def test_voxel_count_above_the_cap_is_refused_before_decoding(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_voxel_count_above_the_cap_is_refused_before_decoding(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(io, "MAX_VOXELS", 100)
     reason, _ = load_peak_bytes(write_raw_nifti(tmp_path / "x.nii.gz", shape=(4, 5, 6)))
     assert reason == "header declares 120 voxels (4, 5, 6), more than the 100 any brain MRI needs (MAX_VOXELS)"

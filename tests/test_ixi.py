@@ -64,9 +64,9 @@ def test_file_table_lists_the_official_files() -> None:
 def test_file_entry_override_and_unknown_name() -> None:
     table = read_file_table(FILE_TABLE)
     assert file_entry(table, "IXI.xls", md5_override="A" * 32).md5 == "a" * 32
-    with pytest.raises(FileTableError, match="IXI.xls: MD5 override 'nope'"):
+    with pytest.raises(FileTableError, match=re.escape("IXI.xls: MD5 override 'nope'")):
         file_entry(table, "IXI.xls", md5_override="nope")
-    with pytest.raises(FileTableError, match="no file named 'IXI-T2.tar'"):
+    with pytest.raises(FileTableError, match=re.escape("no file named 'IXI-T2.tar'")):
         file_entry(table, "IXI-T2.tar")
 
 
@@ -273,7 +273,9 @@ def test_links_chained_to_escape_are_refused(tmp_path: Path) -> None:
         [special("a", tarfile.SYMTYPE, "."), special("b", tarfile.SYMTYPE, "a/.."), regular("b/evil.txt", b"x")],
     )
     before = snapshot(tmp_path)
-    with pytest.raises(UnsafeArchiveError, match="member 'b': symbolic link to 'a/..' goes through a symbolic link"):
+    with pytest.raises(
+        UnsafeArchiveError, match=re.escape("member 'b': symbolic link to 'a/..' goes through a symbolic link")
+    ):
         extract_archive(archive, tmp_path / "raw" / "IXI-T1", progress=quiet)
     assert snapshot(tmp_path) == before
 
@@ -302,7 +304,7 @@ def test_extraction_refuses_a_nonempty_destination(tmp_path: Path) -> None:
 def test_corrupt_archive_is_named(tmp_path: Path) -> None:
     archive = tmp_path / "IXI-PD.tar"
     archive.write_bytes(os.urandom(2000))
-    with pytest.raises(ArchiveError, match="IXI-PD.tar: cannot be read as a tar archive"):
+    with pytest.raises(ArchiveError, match=re.escape("IXI-PD.tar: cannot be read as a tar archive")):
         extract_archive(archive, tmp_path / "IXI-PD", progress=quiet)
     assert not (tmp_path / "IXI-PD").exists()
 
@@ -325,8 +327,8 @@ def test_prepare_raw_downloads_and_extracts_each_modality_once(server: Served, t
     assert sum("already extracted" in line for line in lines) == 3
 
 
-def test_prepare_raw_rejects_an_unknown_modality(tmp_path: Path) -> None:
+def test_prepare_raw_rejects_an_unknown_scan(tmp_path: Path) -> None:
     archive, _ = ixi_tar(tmp_path / "IXI-T2.tar", "T2")
-    with pytest.raises(ArchiveError, match=r"unknown modality \['T2'\]"):
+    with pytest.raises(ArchiveError, match=r"unknown scan \['T2'\]"):
         prepare_raw({"T2": archive}, tmp_path / "raw", progress=quiet)
     assert not (tmp_path / "raw").exists()

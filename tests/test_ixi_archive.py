@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import tarfile
 from pathlib import Path
 
@@ -65,9 +66,7 @@ def member_offsets(archive: Path) -> list[int]:
     ],
     ids=["md5", "size"],
 )
-def test_archive_differing_from_the_file_table_extracts_nothing(
-    tmp_path: Path, change: dict, message: str
-) -> None:
+def test_archive_differing_from_the_file_table_extracts_nothing(tmp_path: Path, change: dict, message: str) -> None:
     archives = all_archives(tmp_path / "downloads")
     entries = {modality: entry(archive) for modality, archive in archives.items()}
     entries["PD"] = entry(archives["PD"], **change)
@@ -101,7 +100,7 @@ def test_tar_cut_at_a_block_boundary_is_refused(tmp_path: Path, where: str) -> N
         end_of_data = last.offset_data + -(-last.size // tarfile.BLOCKSIZE) * tarfile.BLOCKSIZE
     cut(archive, offsets[2] if where == "between members" else end_of_data)
     before = snapshot(tmp_path)
-    with pytest.raises(ixi.ArchiveError, match="IXI-T1.tar: no end-of-archive marker after member 'IXI0"):
+    with pytest.raises(ixi.ArchiveError, match=re.escape("IXI-T1.tar: no end-of-archive marker after member 'IXI0")):
         ixi.extract_archive(archive, tmp_path / "raw" / "IXI-T1", progress=quiet)
     assert snapshot(tmp_path) == before
 
@@ -121,7 +120,7 @@ def test_member_that_is_not_an_image_of_the_archives_modality_is_refused(tmp_pat
 def test_one_bad_archive_extracts_none_of_the_others(tmp_path: Path) -> None:
     archives = all_archives(tmp_path / "downloads")
     cut(archives["MRA"], member_offsets(archives["MRA"])[1])
-    with pytest.raises(ixi.ArchiveError, match="IXI-MRA.tar: no end-of-archive marker"):
+    with pytest.raises(ixi.ArchiveError, match=re.escape("IXI-MRA.tar: no end-of-archive marker")):
         ixi.prepare_raw(archives, tmp_path / "raw", progress=quiet)
     assert not (tmp_path / "raw").exists()
 
@@ -133,14 +132,14 @@ def test_one_bad_archive_extracts_none_of_the_others(tmp_path: Path) -> None:
 def test_file_table_row_without_md5_is_refused(tmp_path: Path) -> None:
     path = tmp_path / "files.tsv"
     path.write_text("name\turl\tmd5\tsize_bytes\tnote\nA.tar\thttps://x/A.tar\t\t100\t\n")
-    with pytest.raises(ixi.FileTableError, match="files.tsv: A.tar: md5 is missing"):
+    with pytest.raises(ixi.FileTableError, match=re.escape("files.tsv: A.tar: md5 is missing")):
         ixi.read_file_table(path)
 
 
 def test_md5_override_cannot_blank_the_checksum() -> None:
     table = ixi.read_file_table(Path(__file__).resolve().parents[1] / "resources" / "ixi_files.tsv")
     assert all(ixi.file_entry(table, name).md5 for name in table["name"])
-    with pytest.raises(ixi.FileTableError, match="IXI-T1.tar: MD5 override ''"):
+    with pytest.raises(ixi.FileTableError, match=re.escape("IXI-T1.tar: MD5 override ''")):
         ixi.file_entry(table, "IXI-T1.tar", md5_override="")
 
 

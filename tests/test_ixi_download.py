@@ -51,9 +51,7 @@ def test_trickling_server_is_given_up_as_too_slow(server: Served, tmp_path: Path
     url = f"{server.url}/files/IXI-MRA.tar"
     dest = tmp_path / "IXI-MRA.tar"
     with pytest.raises(DownloadError) as caught:
-        download(
-            url, dest, md5, len(data), retries=1, min_bytes_per_s=100, slow_window_s=0.3, progress=quiet, **FAST
-        )
+        download(url, dest, md5, len(data), retries=1, min_bytes_per_s=100, slow_window_s=0.3, progress=quiet, **FAST)
     message = str(caught.value)
     assert message.startswith(f"{url}: giving up after 2 failed attempts in a row to download {dest}")
     assert re.search(r"too slow: \d+ bytes in the last 0\.\d s, below the minimum of 100 bytes/s", message)

@@ -31,7 +31,7 @@ def _publish_ixi(server: Served, staging: Path) -> Path:
     """Build IXI-{T1,PD,MRA}.tar and IXI.xls on the server; return a file table pointing at it."""
     plan = synth.plan_cohort(N_SUBJECTS, SEED)
     for row in plan[plan["imaged"]].to_dict("records"):
-        synth.synthesize_subject(row, staging, staging / "truth", 0.15, SEED)
+        synth.synthesize_subject(row, staging, staging / "truth" / f"{row['subject']}.json", 0.15, SEED)
     rows = []
     for modality in ("T1", "PD", "MRA"):
         archive = server.root / f"IXI-{modality}.tar"
@@ -44,7 +44,13 @@ def _publish_ixi(server: Served, staging: Path) -> Path:
     table = staging / "ixi_files.tsv"
     pd.DataFrame(
         [
-            {"name": name, "url": f"{server.url}/files/{name}", "md5": _md5(server.root / name), "size_bytes": size, "note": "test"}
+            {
+                "name": name,
+                "url": f"{server.url}/files/{name}",
+                "md5": _md5(server.root / name),
+                "size_bytes": size,
+                "note": "test",
+            }
             for name, size in rows
         ]
     ).to_csv(table, sep="\t", index=False)
@@ -63,8 +69,12 @@ def test_ixi_config_downloads_verifies_extracts_and_runs(server: Served, tmp_pat
         "split": {"eval_size": 6, "tune_size": 3},
     }
     result = run_snakemake(
-        workdir, "--cores", "2", "results/split/split.csv",
-        base_configs=(ROOT / "config" / "ixi.yaml",), config=override,
+        workdir,
+        "--cores",
+        "2",
+        "results/split/split.csv",
+        base_configs=(ROOT / "config" / "ixi.yaml",),
+        config=override,
     )
     assert result.returncode == 0, result.stderr[-5000:]
 
@@ -129,8 +139,13 @@ def _user_folder(folder: Path) -> dict[str, str]:
         (False, "mine", False, None),
     ],
     ids=[
-        "download-inside", "download-outside", "download-outside-new", "download-etc",
-        "read-inside", "read-outside", "read-new",
+        "download-inside",
+        "download-outside",
+        "download-outside-new",
+        "download-etc",
+        "read-inside",
+        "read-outside",
+        "read-new",
     ],
 )
 def test_user_raw_folder_survives_byte_for_byte(
@@ -141,8 +156,11 @@ def test_user_raw_folder_survives_byte_for_byte(
     folder = Path(raw_dir) if Path(raw_dir).is_absolute() else workdir / raw_dir
     before = _user_folder(folder) if exists and raw_dir != "/etc" else None
     result = run_snakemake(
-        workdir, "-n", base_configs=(ROOT / "config" / "ixi.yaml",),
-        config={"dataset": {"download": download, "raw_dir": raw_dir}}, timeout=120,
+        workdir,
+        "-n",
+        base_configs=(ROOT / "config" / "ixi.yaml",),
+        config={"dataset": {"download": download, "raw_dir": raw_dir}},
+        timeout=120,
     )
     output = result.stdout + result.stderr
     if refusal is None:
@@ -170,8 +188,13 @@ def _publish_archives(server: Served, staging: Path) -> Path:
                 image.write_bytes(os.urandom(500))
                 tar.add(image, arcname=image.name)
         rows.append(
-            {"name": archive.name, "url": f"{server.url}/files/{archive.name}", "md5": _md5(archive),
-             "size_bytes": archive.stat().st_size, "note": "test"}
+            {
+                "name": archive.name,
+                "url": f"{server.url}/files/{archive.name}",
+                "md5": _md5(archive),
+                "size_bytes": archive.stat().st_size,
+                "note": "test",
+            }
         )
     table = staging / "ixi_files.tsv"
     pd.DataFrame(rows).to_csv(table, sep="\t", index=False)

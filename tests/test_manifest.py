@@ -44,8 +44,16 @@ def tensors(subjects: tuple[str, ...] = ("IXI002", "IXI012")) -> dict[str, dict[
 def test_manifest_columns_rows_and_exclusions() -> None:
     manifest, exclusions = build_manifest(inventory(), qc(), tensors(), BOUNDS)
     assert list(manifest.columns) == [
-        "subject", "site", "sex", "age", "tensor_T1", "tensor_TOF", "tensor_TOF_bin",
-        "nmi_T1", "nmi_TOF", "mask_volume_ml",
+        "subject",
+        "site",
+        "sex",
+        "age",
+        "tensor_T1",
+        "tensor_TOF",
+        "tensor_TOF_bin",
+        "nmi_T1",
+        "nmi_TOF",
+        "mask_volume_ml",
     ]
     assert manifest["subject"].tolist() == ["IXI002", "IXI012"]
     assert manifest.index.tolist() == [0, 1]
@@ -53,7 +61,7 @@ def test_manifest_columns_rows_and_exclusions() -> None:
     assert (first["site"], first["sex"], first["age"]) == ("Guys", "M", 35.5)
     assert first["tensor_TOF_bin"] == "/t/IXI002_TOF_bin.npy" and first["mask_volume_ml"] == 1450.0
     assert list(exclusions.columns) == ["subject", "reason"]
-    assert dict(zip(exclusions["subject"], exclusions["reason"])) == {
+    assert dict(zip(exclusions["subject"], exclusions["reason"], strict=True)) == {
         "IXI013": "QC nmi_T1 = 0.35 is below the minimum 0.4; QC nmi_TOF = 0.2 is below the minimum 0.3",
         "IXI014": "QC nmi_TOF is missing (minimum 0.3)",
     }

@@ -34,9 +34,7 @@ def make_predictions(seed: int, n_train: int = 40, n_tune: int = 10, n_eval: int
 
 
 def make_runs(modalities=MODALITIES, models=MODELS) -> dict[tuple[str, str], pd.DataFrame]:
-    return {
-        key: make_predictions(seed) for seed, key in enumerate(itertools.product(modalities, models))
-    }
+    return {key: make_predictions(seed) for seed, key in enumerate(itertools.product(modalities, models))}
 
 
 @pytest.fixture
@@ -166,7 +164,7 @@ def test_metrics_table_has_stable_columns_and_one_row_per_run(tmp_path):
     history = pd.DataFrame({"epoch": [1, 2, 3], "tune_mae": [8.0, 5.0, 6.0]})
     table = metrics.metrics_table(runs, n_resamples=50, seed=0, histories={("T1", "sfcn"): history})
     assert list(table.columns) == list(metrics.TABLE_COLUMNS)
-    assert list(zip(table["modality"], table["model"])) == list(runs)
+    assert list(zip(table["modality"], table["model"], strict=True)) == list(runs)
     best = table.set_index(["modality", "model"])["best_epoch"]
     assert best[("T1", "sfcn")] == 2
     assert best.isna().sum() == len(runs) - 1
@@ -179,8 +177,11 @@ def test_metrics_table_has_stable_columns_and_one_row_per_run(tmp_path):
 def test_metrics_table_gives_the_spread_over_replicates():
     runs = make_runs(models=("cnn3d",))
     replicates = metrics.replicate_maes(
-        {(modality, model, replicate): make_predictions(10 * replicate + i)
-         for i, (modality, model) in enumerate(runs) for replicate in (0, 1, 2)}
+        {
+            (modality, model, replicate): make_predictions(10 * replicate + i)
+            for i, (modality, model) in enumerate(runs)
+            for replicate in (0, 1, 2)
+        }
     )
     assert list(replicates.columns) == list(metrics.REPLICATE_COLUMNS) and len(replicates) == 3 * len(runs)
     table = metrics.metrics_table(runs, n_resamples=50, replicates=replicates).set_index(["modality", "model"])
@@ -203,7 +204,7 @@ def test_paired_comparisons_match_scipy_wilcoxon():
     runs = make_runs(modalities=("T1", "TOF", "TOF_bin"), models=("sfcn",))
     table = metrics.paired_comparisons(runs)
     assert list(table.columns) == list(metrics.COMPARISON_COLUMNS)
-    pairs = list(zip(table["modality_a"], table["modality_b"]))
+    pairs = list(zip(table["modality_a"], table["modality_b"], strict=True))
     assert pairs == [("T1", "TOF"), ("T1", "TOF_bin"), ("TOF", "TOF_bin")]
     first = table.iloc[0]
     errors = {m: eval_errors(runs[(m, "sfcn")]) for m in ("T1", "TOF")}
@@ -226,7 +227,7 @@ def test_paired_comparisons_reject_different_eval_subjects():
     other = runs[("TOF", "cnn3d")].copy()
     other.loc[other.index[-1], "subject"] = "IXI999"
     runs[("TOF", "cnn3d")] = other
-    with pytest.raises(ValueError, match="eval subjects differ.*IXI999"):
+    with pytest.raises(ValueError, match=r"eval subjects differ.*IXI999"):
         metrics.paired_comparisons(runs)
 
 

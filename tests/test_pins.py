@@ -7,7 +7,7 @@ from pathlib import Path
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
-TEST_ONLY = {"pytest", "pytest-timeout", "pytest-xdist"}
+TEST_ONLY = {"pytest", "pytest-timeout", "pytest-xdist", "ruff", "snakefmt"}
 
 
 def _pins(requirements: list[str]) -> dict[str, str]:

@@ -14,6 +14,8 @@ import pandas as pd
 import pytest
 
 from brainage import metrics, plots
+from brainage.qc import SubjectImages
+from brainage.split import make_split
 
 MODALITIES = ("T1", "TOF", "TOF_bin", "T1+TOF_bin")
 MODELS = ("cnn3d", "highresnet", "sfcn")
@@ -126,7 +128,9 @@ def test_grid_with_missing_runs_hides_empty_cells(tmp_path):
 
 def test_mae_comparison_shows_every_replicate(tmp_path):
     keys = GRID[:3]
-    replicates = metrics.replicate_maes({(*key, r): make_predictions(10 * r + i) for i, key in enumerate(keys) for r in (0, 1)})
+    replicates = metrics.replicate_maes(
+        {(*key, r): make_predictions(10 * r + i) for i, key in enumerate(keys) for r in (0, 1)}
+    )
     table = metrics.metrics_table(runs_for(keys), n_resamples=50, replicates=replicates)
     (tmp_path / "plain").mkdir()
     (tmp_path / "spread").mkdir()
@@ -217,3 +221,59 @@ def test_youngest_and_oldest_needs_an_included_subject(tmp_path):
     with pytest.raises(ValueError, match="no included subject"):
         plots.plot_youngest_and_oldest(inventory, tmp_path / "figure.png")
     assert not list(tmp_path.iterdir())
+
+
+def toy_subject() -> SubjectImages:
+    """An ellipsoid brain with a vessel in PD space; the registered images share PD's grid."""
+    shape = (32, 36, 24)
+    grid = np.indices(shape).astype(float)
+    centre = (np.array(shape) - 1) / 2
+    radii = np.array(shape) * 0.4
+    brain = (((grid - centre[:, None, None, None]) / radii[:, None, None, None]) ** 2).sum(axis=0) <= 1
+    rng = np.random.default_rng(0)
+    vessels = np.zeros(shape, np.float32)
+    vessels[14:18, 6:30, 12] = 1
+    pd_image = brain * (80.0 + 10 * np.cos(grid[0] / 2)) + rng.normal(0, 2, shape)
+    t1 = brain * (60.0 + 10 * np.sin(grid[1] / 2)) + rng.normal(0, 2, shape)
+    tof = brain * 30.0 + 100 * vessels + rng.normal(0, 2, shape)
+    arrays = [a.astype(np.float32) for a in (pd_image, t1, tof, vessels, brain)]
+    return SubjectImages("s1", *arrays, np.diag([3.0, 3.0, 4.0, 1.0]), (3.0, 3.0, 4.0))
+
+
+@pytest.mark.parametrize("suffix", [".png", ".pdf"])
+def test_qc_subject_figure(tmp_path, suffix):
+    path = tmp_path / f"s1{suffix}"
+    plots.plot_qc_subject(toy_subject(), path)
+    if suffix == ".png":
+        assert_png_with_content(path)
+    else:
+        assert_pdf(path)
+
+
+def test_qc_gallery_shows_every_subject(tmp_path):
+    images = []
+    for index, size in enumerate((0.5, 0.7, 0.9)):
+        images.append(tmp_path / f"s{index}_TOF.nii.gz")
+        write_head(images[-1], size, index)
+    out = tmp_path / "figure"
+    out.mkdir()
+    path = out / "gallery.png"
+    plots.plot_qc_gallery(["s1", "s2", "s3"], images, ["30 y", "41 y", "67 y"], path)
+    assert_png_with_content(path)
+    with pytest.raises(ValueError, match="differ in number"):
+        plots.plot_qc_gallery(["s1"], images[:2], ["30 y"], out / "wrong.png")
+    assert list(out.iterdir()) == [path]
+
+
+@pytest.mark.parametrize("suffix", [".png", ".pdf"])
+def test_plot_split(tmp_path, suffix):
+    ages = np.random.default_rng(7).uniform(20, 86, 200)
+    manifest = pd.DataFrame({"subject": [f"IXI{i:03d}" for i in range(200)], "age": ages})
+    split, table = make_split(manifest, "stratified", 50, 20, 10, seed=0, seeds=range(40))
+    path = tmp_path / f"split{suffix}"
+    plots.plot_split(table, split, path)
+    if suffix == ".png":
+        assert_png_with_content(path)
+    else:
+        assert_pdf(path)
+        assert list(tmp_path.iterdir()) == [path]  # the atomic write left no temporary file

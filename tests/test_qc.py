@@ -1,16 +1,15 @@
-"""QC figure, numbers row and gallery on a toy subject built directly in PD space."""
+"""QC numbers row on a toy subject built directly in PD space (the figures: tests/test_plots.py)."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
-import matplotlib.image
 import nibabel as nib
 import numpy as np
 import pytest
 
-from brainage.qc import qc_gallery, qc_subject
+from brainage.qc import SubjectImages, load_subject_images, qc_numbers
 
 SHAPE = (32, 36, 24)
 AFFINE = np.diag([3.0, 3.0, 4.0, 1.0])
@@ -37,7 +36,10 @@ def toy(tmp_path: Path) -> dict[str, Path]:
     files = {}
     for name, data in (("PD", pd), ("T1", t1), ("TOF", tof), ("bin", vessels), ("mask", brain.astype(np.uint8))):
         files[name] = tmp_path / f"{name}.nii.gz"
-        nib.save(nib.Nifti1Image(np.asarray(data, dtype=np.uint8 if name in ("bin", "mask") else np.float32), AFFINE), files[name])
+        nib.save(
+            nib.Nifti1Image(np.asarray(data, dtype=np.uint8 if name in ("bin", "mask") else np.float32), AFFINE),
+            files[name],
+        )
     registration = {
         "T1_from_PD": shift((1.0, 0.0, 0.0)).tolist(),
         "TOF_from_PD": shift((0.0, 2.0, 0.0)).tolist(),
@@ -46,25 +48,24 @@ def toy(tmp_path: Path) -> dict[str, Path]:
     files["registration"] = tmp_path / "registration.json"
     files["registration"].write_text(json.dumps(registration))
     # Truth: the head moved 1 mm in x for T1, nothing for MRA; PD itself sits 5 mm off the head.
-    truth = {"head_to_scanner": {"PD": shift((5.0, 0, 0)).tolist(), "T1": shift((6.0, 0, 0)).tolist(),
-                                 "MRA": shift((5.0, 0, 0)).tolist()}}
+    truth = {
+        "head_to_scanner": {
+            "PD": shift((5.0, 0, 0)).tolist(),
+            "T1": shift((6.0, 0, 0)).tolist(),
+            "MRA": shift((5.0, 0, 0)).tolist(),
+        }
+    }
     files["truth"] = tmp_path / "truth.json"
     files["truth"].write_text(json.dumps(truth))
     return files
 
 
-def assert_png_not_blank(path: Path) -> None:
-    pixels = matplotlib.image.imread(path)
-    assert pixels.ndim == 3 and pixels.shape[0] > 50 and pixels.shape[1] > 50
-    assert float(pixels[..., :3].std()) > 0.05
+def subject_images(toy: dict[str, Path]) -> SubjectImages:
+    return load_subject_images("s1", toy["PD"], toy["T1"], toy["TOF"], toy["bin"], toy["mask"])
 
 
-def test_qc_subject_writes_a_figure_and_sane_numbers(toy: dict[str, Path], tmp_path: Path) -> None:
-    png = tmp_path / "qc" / "s1_qc.png"
-    row = qc_subject(
-        "s1", toy["PD"], toy["T1"], toy["TOF"], toy["bin"], toy["mask"], toy["registration"], png, toy["truth"]
-    )
-    assert_png_not_blank(png)
+def test_qc_numbers_are_sane(toy: dict[str, Path]) -> None:
+    row = qc_numbers(subject_images(toy), toy["registration"], toy["truth"])
     brain_voxels = int(np.asarray(nib.load(toy["mask"]).dataobj).sum())
     assert row["subject"] == "s1"
     assert row["mask_volume_ml"] == pytest.approx(brain_voxels * 36 / 1000)
@@ -75,14 +76,13 @@ def test_qc_subject_writes_a_figure_and_sane_numbers(toy: dict[str, Path], tmp_p
     json.dumps(row)
 
 
-def test_qc_subject_without_truth_has_no_error_columns(toy: dict[str, Path], tmp_path: Path) -> None:
-    row = qc_subject("s1", toy["PD"], toy["T1"], toy["TOF"], toy["bin"], toy["mask"], toy["registration"], tmp_path / "q.png")
+def test_qc_numbers_without_truth_have_no_error_columns(toy: dict[str, Path]) -> None:
+    row = qc_numbers(subject_images(toy), toy["registration"])
     assert "reg_error_T1_mm" not in row
 
 
-def test_gallery_shows_every_subject(toy: dict[str, Path], tmp_path: Path) -> None:
-    path = tmp_path / "gallery.png"
-    qc_gallery(["s1", "s2", "s3"], [toy["TOF"], toy["bin"], toy["TOF"]], ["age 30", "age 41", "age 67"], path)
-    assert_png_not_blank(path)
-    with pytest.raises(ValueError, match="differ in number"):
-        qc_gallery(["s1"], [toy["TOF"], toy["TOF"]], ["age 30"], path)
+def test_subject_images_keep_pd_geometry(toy: dict[str, Path]) -> None:
+    loaded = subject_images(toy)
+    assert loaded.pd.shape == loaded.t1.shape == loaded.brain_mask.shape == SHAPE
+    assert np.array_equal(loaded.affine, AFFINE)
+    assert tuple(map(float, loaded.zooms)) == (3.0, 3.0, 4.0)

@@ -21,8 +21,8 @@ from scipy.spatial.transform import Rotation
 
 from brainage import registration as reg
 from brainage import synth
-from brainage.io import ImageError, load_image
 from brainage.geometry import registration_error_mm, true_from_pd, voxel_centres_ras
+from brainage.io import ImageError, load_image
 
 RNG = np.random.default_rng(42)
 N_BLOBS = 16
@@ -47,8 +47,8 @@ def phantom(head: np.ndarray, contrast: np.ndarray) -> np.ndarray:
         _ellipsoid(head, np.array([0.0, -4, 4]), np.array([50.0, 62, 46])),
         _ellipsoid(head, np.array([6.0, 0, 8]), np.array([7.0, 18, 8])),
     ]
-    parts += [_ellipsoid(head, c, r) for c, r in zip(BLOB_CENTRES, BLOB_RADII)]
-    return sum(weight * part for weight, part in zip(contrast, parts))
+    parts += [_ellipsoid(head, c, r) for c, r in zip(BLOB_CENTRES, BLOB_RADII, strict=True)]
+    return sum(weight * part for weight, part in zip(contrast, parts, strict=True))
 
 
 def rigid(angles_deg: tuple[float, float, float], shift_mm: tuple[float, float, float]) -> np.ndarray:
@@ -102,20 +102,41 @@ def _flip_xy(shape: tuple[int, ...]) -> np.ndarray:
     return flip
 
 
+def outputs_in(folder: Path, template: bool = False) -> reg.RegistrationOutputs:
+    """Registration outputs in ``folder``, each named by its field."""
+    return reg.RegistrationOutputs(
+        pd=folder / "pd.nii.gz",
+        t1=folder / "t1.nii.gz",
+        tof=folder / "tof.nii.gz",
+        mask=folder / "mask.nii.gz",
+        t1_transform=folder / "t1_transform.mat",
+        tof_transform=folder / "tof_transform.mat",
+        summary=folder / "summary.json",
+        template_transform=folder / "template_transform.mat" if template else None,
+    )
+
+
 @pytest.fixture(scope="module")
-def registered(subject_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
+def registered(subject_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[reg.RegistrationOutputs, dict]:
     out = tmp_path_factory.mktemp("reg")
     template = (out / "template_T1.nii.gz", out / "template_brain_mask.nii.gz")
     reg.prepare_template(4.0, *template)
+    outputs = outputs_in(out / "sub-01", template=True)
     result = reg.register_subject(
-        "sub-01", subject_dir / "pd.nii.gz", subject_dir / "t1.nii.gz", subject_dir / "mra.nii.gz", out,
-        template=template, threads=1, seed=0,
+        "sub-01",
+        subject_dir / "pd.nii.gz",
+        subject_dir / "t1.nii.gz",
+        subject_dir / "mra.nii.gz",
+        outputs,
+        template=template,
+        threads=1,
+        seed=0,
     )
-    return out, result
+    return outputs, result
 
 
-def _brain_points(out: Path) -> np.ndarray:
-    mask = nib.load(out / "sub-01_brain_mask.nii.gz")
+def _brain_points(outputs: reg.RegistrationOutputs) -> np.ndarray:
+    mask = nib.load(outputs.mask)
     return voxel_centres_ras(np.asarray(mask.dataobj) > 0, mask.affine)
 
 
@@ -131,8 +152,11 @@ def test_ants_affine_file_reads_back_as_the_ras_point_map(tmp_path: Path) -> Non
     """A transform ANTs applies to an LPS point equals our RAS matrix applied to the RAS point."""
     motion_lps = reg.ras_lps(rigid((5.0, -4.0, 3.0), (2.0, -3.0, 4.0)))
     transform = ants.create_ants_transform(
-        transform_type="AffineTransform", dimension=3, matrix=motion_lps[:3, :3],
-        translation=motion_lps[:3, 3], center=(10.0, -20.0, 30.0),
+        transform_type="AffineTransform",
+        dimension=3,
+        matrix=motion_lps[:3, :3],
+        translation=motion_lps[:3, 3],
+        center=(10.0, -20.0, 30.0),
     )
     path = tmp_path / "t.mat"
     ants.write_transform(transform, str(path))
@@ -163,15 +187,17 @@ def test_registration_error_is_mean_distance() -> None:
 PHANTOM_BOUND_MM = 0.75 * PD_SPACING[0]
 
 
-def test_phantom_t1_registers_within_a_fraction_of_a_voxel(registered: tuple[Path, dict]) -> None:
-    out, result = registered
-    error = registration_error_mm(np.array(result["T1_from_PD"]), T1_MOTION, _brain_points(out))
+def test_phantom_t1_registers_within_a_fraction_of_a_voxel(registered: tuple[reg.RegistrationOutputs, dict]) -> None:
+    outputs, result = registered
+    error = registration_error_mm(np.array(result["T1_from_PD"]), T1_MOTION, _brain_points(outputs))
     assert error < PHANTOM_BOUND_MM
 
 
-def test_phantom_offset_slab_registers_within_a_fraction_of_a_voxel(registered: tuple[Path, dict]) -> None:
-    out, result = registered
-    error = registration_error_mm(np.array(result["TOF_from_PD"]), TOF_MOTION, _brain_points(out))
+def test_phantom_offset_slab_registers_within_a_fraction_of_a_voxel(
+    registered: tuple[reg.RegistrationOutputs, dict],
+) -> None:
+    outputs, result = registered
+    error = registration_error_mm(np.array(result["TOF_from_PD"]), TOF_MOTION, _brain_points(outputs))
     assert error < PHANTOM_BOUND_MM
 
 
@@ -181,12 +207,12 @@ def synthetic_registration(tmp_path_factory: pytest.TempPathFactory) -> tuple[Pa
     raw = tmp_path_factory.mktemp("synthetic")
     plan = synth.plan_cohort(12, seed=5)
     row = plan[plan["has_mra"] & plan["imaged"]].iloc[0].to_dict()
-    synth.synthesize_subject(row, raw, raw, scale=0.25, seed=5)
-    files = {modality: raw / path for modality, path in synth.subject_files(row).items()}
-    out = raw / "registered"
-    result = reg.register_subject(row["subject"], files["PD"], files["T1"], files["MRA"], out, threads=1)
-    truth = json.loads((raw / f"{row['subject']}.json").read_text())
-    return out / f"{row['subject']}_brain_mask.nii.gz", result, truth
+    synth.synthesize_subject(row, raw, raw / "truth.json", scale=0.25, seed=5)
+    files = {scan: raw / path for scan, path in synth.subject_files(row).items()}
+    outputs = outputs_in(raw / "registered")
+    result = reg.register_subject(row["subject"], files["PD"], files["T1"], files["MRA"], outputs, threads=1)
+    truth = json.loads((raw / "truth.json").read_text())
+    return outputs.mask, result, truth
 
 
 @pytest.mark.parametrize(("estimated", "modality"), [("T1_from_PD", "T1"), ("TOF_from_PD", "MRA")])
@@ -201,23 +227,23 @@ def test_synthetic_subject_registers_within_one_millimetre(
     assert error < 1.0
 
 
-def test_outputs_are_written_and_consistent(registered: tuple[Path, dict]) -> None:
-    out, result = registered
-    for suffix in ("PD", "T1_reg_PD", "TOF_reg_PD", "brain_mask"):
-        img = nib.load(out / f"sub-01_{suffix}.nii.gz")
+def test_outputs_are_written_and_consistent(registered: tuple[reg.RegistrationOutputs, dict]) -> None:
+    outputs, result = registered
+    for image in (outputs.pd, outputs.t1, outputs.tof, outputs.mask):
+        img = nib.load(image)
         assert img.shape == PD_SHAPE
-        assert np.allclose(img.affine, nib.load(out / "sub-01_PD.nii.gz").affine)
-    assert nib.load(out / "sub-01_brain_mask.nii.gz").get_data_dtype() == np.uint8
-    assert nib.load(out / "sub-01_PD.nii.gz").get_data_dtype() == np.float32
-    for name in ("T1_to_PD", "TOF_to_PD", "PD_to_template"):
-        assert (out / f"sub-01_{name}.mat").stat().st_size > 0
-    assert json.loads((out / "sub-01_registration.json").read_text()) == json.loads(json.dumps(result))
-    assert np.allclose(reg.read_ants_affine_ras(out / "sub-01_T1_to_PD.mat"), result["T1_from_PD"])
+        assert np.allclose(img.affine, nib.load(outputs.pd).affine)
+    assert nib.load(outputs.mask).get_data_dtype() == np.uint8
+    assert nib.load(outputs.pd).get_data_dtype() == np.float32
+    for transform in (outputs.t1_transform, outputs.tof_transform, outputs.template_transform):
+        assert transform.stat().st_size > 0
+    assert json.loads(outputs.summary.read_text()) == json.loads(json.dumps(result))
+    assert np.allclose(reg.read_ants_affine_ras(outputs.t1_transform), result["T1_from_PD"])
     assert result["similarity"]["T1"]["nmi"] > 1.05
     assert result["similarity"]["TOF"]["voxels"] > 0
     assert 0 < result["brain_mask_voxels"] < np.prod(PD_SHAPE)
     assert np.array(result["PD_from_template"]).shape == (4, 4)
-    assert not list(out.glob(".*tmp*"))
+    assert not list(outputs.pd.parent.glob(".*tmp*"))
 
 
 def test_registration_is_deterministic_for_a_seed(subject_dir: Path, tmp_path: Path) -> None:
@@ -226,20 +252,27 @@ def test_registration_is_deterministic_for_a_seed(subject_dir: Path, tmp_path: P
     A subprocess because ITK fixes its thread count at its first call in a process, and earlier
     tests in this one have already started it.
     """
+    names = ("pd.nii.gz", "t1.nii.gz", "tof.nii.gz", "mask.nii.gz", "t1.mat", "tof.mat", "summary.json")
     script = (
-        "import json, sys; from pathlib import Path; from brainage.registration import register_subject\n"
+        "import json, sys; from pathlib import Path\n"
+        "from brainage.registration import RegistrationOutputs, register_subject\n"
         "d, out = Path(sys.argv[1]), Path(sys.argv[2])\n"
-        "runs = [register_subject('sub-01', d / 'pd.nii.gz', d / 't1.nii.gz', d / 'mra.nii.gz', out / str(i),"
+        f"runs = [register_subject('sub-01', d / 'pd.nii.gz', d / 't1.nii.gz', d / 'mra.nii.gz',"
+        f" RegistrationOutputs(*(out / str(i) / name for name in {names!r})),"
         " template=None, threads=1, seed=0) for i in range(2)]\n"
         "print(json.dumps([[r['T1_from_PD'], r['TOF_from_PD']] for r in runs]))\n"
     )
     env = {key: value for key, value in os.environ.items() if key != "ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS"}
     done = subprocess.run(
-        [sys.executable, "-c", script, str(subject_dir), str(tmp_path)], capture_output=True, text=True, env=env, check=True
+        [sys.executable, "-c", script, str(subject_dir), str(tmp_path)],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=True,
     )
     first, second = json.loads(done.stdout)
     assert first == second
-    assert not (tmp_path / "0" / "sub-01_PD_to_template.mat").exists()
+    assert sorted(path.name for path in (tmp_path / "0").iterdir()) == sorted(names)
 
 
 def test_truncated_input_raises_image_error_naming_the_file(subject_dir: Path, tmp_path: Path) -> None:
@@ -247,16 +280,40 @@ def test_truncated_input_raises_image_error_naming_the_file(subject_dir: Path, t
     truncated.write_bytes((subject_dir / "t1.nii.gz").read_bytes()[:2000])
     with pytest.raises(ImageError, match=r"sub-01.*t1\.nii\.gz"):
         reg.register_subject(
-            "sub-01", subject_dir / "pd.nii.gz", truncated, subject_dir / "mra.nii.gz", tmp_path, template=None
+            "sub-01",
+            subject_dir / "pd.nii.gz",
+            truncated,
+            subject_dir / "mra.nii.gz",
+            outputs_in(tmp_path),
+            template=None,
         )
 
 
 def test_unknown_transform_is_rejected(subject_dir: Path, tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="Rigid, Affine"):
         reg.register_subject(
-            "sub-01", subject_dir / "pd.nii.gz", subject_dir / "t1.nii.gz", subject_dir / "mra.nii.gz", tmp_path,
+            "sub-01",
+            subject_dir / "pd.nii.gz",
+            subject_dir / "t1.nii.gz",
+            subject_dir / "mra.nii.gz",
+            outputs_in(tmp_path),
             transform="SyN",
         )
+
+
+@pytest.mark.parametrize("template", [True, False])
+def test_template_and_its_transform_output_come_together(subject_dir: Path, tmp_path: Path, template: bool) -> None:
+    """A template without a file for its transform, or that file without a template, is refused before any work."""
+    with pytest.raises(ValueError, match=r"sub-01.*template_transform"):
+        reg.register_subject(
+            "sub-01",
+            subject_dir / "pd.nii.gz",
+            subject_dir / "t1.nii.gz",
+            subject_dir / "mra.nii.gz",
+            outputs_in(tmp_path, template=not template),
+            template=(tmp_path / "t1.nii.gz", tmp_path / "mask.nii.gz") if template else None,
+        )
+    assert not list(tmp_path.iterdir())
 
 
 def test_prepared_template_is_coarse_and_its_mask_covers_the_brain(tmp_path: Path) -> None:

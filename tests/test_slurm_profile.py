@@ -16,7 +16,7 @@ import pytest
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent / "slurm"))
-from slurm_cluster import (  # noqa: E402
+from slurm_cluster import (
     ROOT,
     SLURM_PROFILE,
     run_through_slurm,
@@ -78,8 +78,9 @@ def _time(stamp: str) -> datetime:
 def test_example_workflow_runs_through_slurm(slurm_cluster, tmp_path):  # noqa: F811
     proc, job_count = run_through_slurm(slurm_cluster, EXAMPLE, tmp_path / "work", timeout=600)
     log = proc.stdout + proc.stderr
-    print(f"\n[slurm] example workflow: {job_count} SLURM jobs in {proc.wall_seconds:.1f} s "
-          f"(run ID {proc.slurm_run_id})")
+    print(
+        f"\n[slurm] example workflow: {job_count} SLURM jobs in {proc.wall_seconds:.1f} s (run ID {proc.slurm_run_id})"
+    )
     for job in proc.slurm_jobs:
         print(f"[slurm]   {job}")
     assert proc.returncode == 0, log[-8000:]

@@ -14,7 +14,6 @@ from brainage.split import (
     SplitError,
     best_seed,
     make_split,
-    plot_split,
     seed_eval,
     seed_search,
     stratified_eval,
@@ -99,7 +98,7 @@ def test_tune_never_overlaps_eval() -> None:
 
 
 def test_seed_table_marks_best_and_chosen() -> None:
-    split, table = make_split(cohort(200), "seed_search", EVAL_SIZE, 10, N_BINS, seed=0, seeds=range(30))
+    _, table = make_split(cohort(200), "seed_search", EVAL_SIZE, 10, N_BINS, seed=0, seeds=range(30))
     assert list(table.columns) == SEED_TABLE_COLUMNS
     assert (table["method"] == "seed_search").sum() == 30 and (table["method"] == "stratified").sum() == 1
     searched = table[table["method"] == "seed_search"]
@@ -168,13 +167,3 @@ def test_misaligned_inputs_are_refused() -> None:
     doubled = pd.concat([manifest, manifest.iloc[:1]])
     with pytest.raises(SplitError, match="more than once: IXI"):
         make_split(doubled, "stratified", 20, 5, 5, 0, range(2))
-
-
-@pytest.mark.parametrize("suffix", ["png", "pdf"])
-def test_plot_split(tmp_path: Path, suffix: str) -> None:
-    split, table = make_split(cohort(200), "stratified", EVAL_SIZE, 20, N_BINS, seed=0, seeds=range(40))
-    path = tmp_path / f"split.{suffix}"
-    plot_split(table, split, path)
-    magic = {"png": b"\x89PNG", "pdf": b"%PDF"}[suffix]
-    assert path.read_bytes().startswith(magic)
-    assert [p.name for p in tmp_path.iterdir()] == [path.name]  # no temporary file left behind

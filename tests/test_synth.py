@@ -6,7 +6,6 @@ public files only (NIfTI headers, the spreadsheet, the truth JSON), as later sta
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import re
 from collections import Counter
@@ -21,6 +20,7 @@ import xlrd
 from scipy import ndimage
 
 from brainage import synth
+from brainage.templates import TEMPLATE_GM, TEMPLATE_T1, TEMPLATE_WM, template_path
 
 SCALE = 0.15
 SEED = 11
@@ -79,7 +79,7 @@ def dataset(tmp_path_factory: pytest.TempPathFactory) -> Dataset:
     plan = synth.plan_cohort(N_SUBJECTS, SEED)
     raw, truth = root / "raw", root / "truth"
     for _, row in plan[plan["imaged"]].iterrows():
-        synth.synthesize_subject(row, raw, truth, SCALE, SEED)
+        synth.synthesize_subject(row, raw, truth / f"{row['subject']}.json", SCALE, SEED)
     synth.write_demographics(plan, raw / "IXI.xls", SEED)
     synth.write_ground_truth_table(plan, root / "ground_truth.csv")
     return Dataset(plan, raw, truth, root)
@@ -93,11 +93,6 @@ def scanner_points(image: nib.Nifti1Image) -> np.ndarray:
 
 def head_foreground(data: np.ndarray) -> np.ndarray:
     return data > 0.3 * np.percentile(data, 99)
-
-
-def template_path(kind: str) -> Path:
-    folder = Path(importlib.util.find_spec("nilearn").submodule_search_locations[0]) / "datasets" / "data"
-    return folder / f"mni_icbm152_{kind}_tal_nlin_sym_09a_converted.nii.gz"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -250,6 +245,18 @@ def test_layout_matches_the_plan(dataset: Dataset) -> None:
     assert truth_files == set(dataset.imaged["subject"])
 
 
+def test_assembled_folder_holds_every_planned_image_read_only(dataset: Dataset, tmp_path: Path) -> None:
+    # Every subject's images are in the one raw folder here, as if each had its own folder.
+    count = synth.assemble_dataset(
+        dict.fromkeys(dataset.imaged["subject"], dataset.raw), dataset.plan, tmp_path / "IXI"
+    )
+    expected = {relative for _, row in dataset.imaged.iterrows() for relative in synth.subject_files(row).values()}
+    written = {str(path.relative_to(tmp_path / "IXI")) for path in (tmp_path / "IXI").rglob("*") if path.is_file()}
+    assert written == expected and count == len(expected)
+    assert all((tmp_path / "IXI" / relative).stat().st_mode & 0o222 == 0 for relative in expected)
+    assert [path.name for path in tmp_path.iterdir()] == ["IXI"], "no staging folder left"
+
+
 def test_images_have_ixi_headers_and_geometry(dataset: Dataset) -> None:
     row = dataset.with_mra.iloc[0]
     for modality, (matrix, spacing) in IXI_GEOMETRY.items():
@@ -280,13 +287,13 @@ def test_mra_is_a_low_slab_not_centred_on_the_head(dataset: Dataset) -> None:
 
 def test_fixed_seed_reproduces_bytes_and_another_seed_differs(dataset: Dataset, tmp_path: Path) -> None:
     row = dataset.with_mra.iloc[1]
-    synth.synthesize_subject(row, tmp_path / "same", tmp_path / "same_truth", SCALE, SEED)
-    synth.synthesize_subject(row, tmp_path / "other", tmp_path / "other_truth", SCALE, SEED + 1)
+    name = f"{row['subject']}.json"
+    synth.synthesize_subject(row, tmp_path / "same", tmp_path / "same_truth" / name, SCALE, SEED)
+    synth.synthesize_subject(row, tmp_path / "other", tmp_path / "other_truth" / name, SCALE, SEED + 1)
     for relative in synth.subject_files(row).values():
         original = (dataset.raw / relative).read_bytes()
         assert (tmp_path / "same" / relative).read_bytes() == original
         assert (tmp_path / "other" / relative).read_bytes() != original
-    name = f"{row['subject']}.json"
     assert (tmp_path / "same_truth" / name).read_bytes() == (dataset.truth / name).read_bytes()
 
 
@@ -307,9 +314,17 @@ def test_truth_json_holds_the_subject_and_rigid_poses(dataset: Dataset) -> None:
     assert angle < 20
 
 
+def test_template_locator_finds_the_shipped_templates_and_names_a_missing_one() -> None:
+    """The one locator that the synthetic anatomy and registration share."""
+    for name in (TEMPLATE_T1, TEMPLATE_GM, TEMPLATE_WM):
+        assert template_path(name).is_file()
+    with pytest.raises(FileNotFoundError, match=re.escape("no_such_template.nii.gz")):
+        template_path("no_such_template.nii.gz")
+
+
 def test_head_to_scanner_maps_the_template_brain_onto_the_image(dataset: Dataset) -> None:
     """The template WM centroid, mapped through head_to_scanner, lands on the image's bright WM."""
-    wm = nib.load(template_path("wm"))
+    wm = nib.load(template_path(TEMPLATE_WM))
     wm_voxels = np.argwhere(np.asanyarray(wm.dataobj) > 200)
     wm_centre_head = wm_voxels.mean(axis=0) @ wm.affine[:3, :3].T + wm.affine[:3, 3]
     errors = []
@@ -326,7 +341,7 @@ def test_head_to_scanner_maps_the_template_brain_onto_the_image(dataset: Dataset
 
 def test_head_to_scanner_convention_beats_a_perturbed_pose(dataset: Dataset) -> None:
     """Intensity at scanner x is the anatomy at inv(head_to_scanner) @ x: checked against the template."""
-    template = nib.load(template_path("t1"))
+    template = nib.load(template_path(TEMPLATE_T1))
     template_data = np.asanyarray(template.dataobj).astype(float)
     row = dataset.with_mra.iloc[3]
     image = dataset.image(row, "T1")
@@ -403,7 +418,7 @@ def test_vessel_tree_is_a_deterministic_mask_and_signal() -> None:
     again_mask, again_signal = synth.vessel_tree(shape, affine, 45.0, np.random.default_rng(1))
     assert mask.dtype == bool and signal.dtype == np.float32
     assert mask.shape == signal.shape == shape
-    assert 0.0 <= signal.min() and signal.max() <= 1.0
+    assert signal.min() >= 0.0 and signal.max() <= 1.0
     assert 0 < mask.sum() < 0.1 * mask.size
     assert np.all(signal[mask] > 0)
     assert np.array_equal(mask, again_mask) and np.array_equal(signal, again_signal)

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from brainage.tensors import make_training_arrays, training_grid
+from brainage.vocabulary import BINARY_CHANNELS, CHANNELS, TOF_BIN
 
 PD_SHAPE = (40, 44, 36)
 # PD stored in RAS with 2 mm voxels, origin chosen so the brain centre is off the grid centre.
@@ -69,21 +70,28 @@ def test_marker_lands_where_the_grid_affine_says(tmp_path: Path, subject: dict[s
     expected = (np.linalg.inv(to_pd) @ marker_ras)[:3]
     marker = np.zeros(PD_SHAPE, np.uint8)
     marker[tuple(marker_pd_voxel)] = 1
-    paths = make_training_arrays(
-        "s1", {"marker": write(marker, tmp_path / "marker.nii.gz")}, {"marker"}, subject["mask"],
-        GRID_SHAPE, GRID_SPACING, tmp_path / "arrays", pd_from_template,
+    # A binary channel, so that the one-voxel marker survives resampling.
+    array = tmp_path / "arrays" / "marker.npy"
+    make_training_arrays(
+        "s1",
+        {TOF_BIN: write(marker, tmp_path / "marker.nii.gz")},
+        subject["mask"],
+        GRID_SHAPE,
+        GRID_SPACING,
+        {TOF_BIN: array},
+        pd_from_template,
     )
-    found = np.load(paths["marker"])
+    found = np.load(array)
     peak = np.unravel_index(np.argmax(found), found.shape)
     assert np.linalg.norm(np.array(peak) - expected) < 0.75
 
 
 def test_channels_are_written_with_their_types(tmp_path: Path, subject: dict[str, Path]) -> None:
-    images = {name: subject[name] for name in ("T1", "TOF", "TOF_bin")}
-    paths = make_training_arrays(
-        "s1", images, {"TOF_bin"}, subject["mask"], GRID_SHAPE, GRID_SPACING, tmp_path / "arrays", None
-    )
-    assert set(paths) == {"T1", "TOF", "TOF_bin"}
+    images = {channel: subject[channel] for channel in CHANNELS}
+    paths = {channel: tmp_path / "arrays" / f"{channel}.npy" for channel in CHANNELS}
+    make_training_arrays("s1", images, subject["mask"], GRID_SHAPE, GRID_SPACING, paths, None)
+    # The declared binary channels, and only they, are stored as uint8 masks.
+    assert {c for c in CHANNELS if np.load(paths[c]).dtype == np.uint8} == BINARY_CHANNELS
     binary = np.load(paths["TOF_bin"])
     assert binary.dtype == np.uint8 and set(np.unique(binary)) == {0, 1}
     # The 2 mm tube is 24 voxels (48 mm) long: at 3 mm it must still span most of ~16 grid voxels.
@@ -95,6 +103,19 @@ def test_channels_are_written_with_their_types(tmp_path: Path, subject: dict[str
         assert abs(float(array[inside].astype(np.float64).mean())) < 0.05
         assert float(array[inside].astype(np.float64).std()) == pytest.approx(1.0, abs=0.05)
     assert not list((tmp_path / "arrays").glob(".*"))
+
+
+def test_every_image_needs_its_array_and_every_array_its_image(tmp_path: Path, subject: dict[str, Path]) -> None:
+    with pytest.raises(ValueError, match=r"s1.*TOF"):
+        make_training_arrays(
+            "s1",
+            {"T1": subject["T1"], "TOF": subject["TOF"]},
+            subject["mask"],
+            GRID_SHAPE,
+            GRID_SPACING,
+            {"T1": tmp_path / "T1.npy"},
+            None,
+        )
 
 
 def test_float16_storage_error_is_tiny_on_the_zscore_scale() -> None:

@@ -18,7 +18,7 @@ import pytest
 from conftest import ROOT, run_snakemake, snakemake_command
 
 sys.path.insert(0, str(ROOT / "tests" / "slurm"))
-from slurm_cluster import run_through_slurm, slurm_cluster  # noqa: E402, F401 (session fixture)
+from slurm_cluster import run_through_slurm, slurm_cluster  # noqa: F401 (session fixture)
 
 pytestmark = pytest.mark.workflow
 
@@ -116,7 +116,7 @@ def test_cnn3d_tune_curves_stay_below_predicting_the_mean(tiny_run: Path) -> Non
     assert len(histories) == 4
     for path in histories:
         history = pd.read_csv(path)
-        after_warmup = history["tune_mae"].iloc[math.ceil(0.1 * len(history)):]
+        after_warmup = history["tune_mae"].iloc[math.ceil(0.1 * len(history)) :]
         assert after_warmup.max() <= 1.5 * mean_mae, (path, history["tune_mae"].tolist(), mean_mae)
 
 
@@ -177,7 +177,9 @@ def test_killed_from_scratch_run_resumes_to_the_same_numbers(tiny_run: Path, tmp
 # Some 170 sbatch jobs on a two-core node take longer than the suite's default per-test limit.
 @pytest.mark.timeout(2700)
 def test_slurm_profile_runs_every_job_through_sbatch_with_the_local_results(
-    tiny_run: Path, slurm_cluster, tmp_path: Path  # noqa: F811 (fixture)
+    tiny_run: Path,
+    slurm_cluster,  # noqa: F811 (fixture)
+    tmp_path: Path,
 ) -> None:
     workdir = tmp_path / "slurm"
     process, slurm_jobs = run_through_slurm(
@@ -192,7 +194,7 @@ def test_slurm_profile_runs_every_job_through_sbatch_with_the_local_results(
     assert process.returncode == 0, process.stderr[-5000:]
     logs = sorted((tiny_run / ".snakemake" / "log").glob("*.snakemake.log"))
     completed = [re.findall(r"(\d+) of \d+ steps \(100%\) done", log.read_text()) for log in logs]
-    local_steps = int([steps for steps in completed if steps][0][-1])
+    local_steps = int(next(steps for steps in completed if steps)[-1])
     # Every job but the target rule `all`, which has nothing to run, went through sbatch (a job
     # the profile retried after a failure is listed twice).
     assert slurm_jobs >= local_steps - 1
@@ -208,8 +210,17 @@ def test_report_holds_every_figure_and_table_with_its_caption(tiny_run: Path) ->
     html = report.read_text()
     captions = ROOT / "workflow" / "report"
     for name in [
-        "youngest_oldest.png", "qc_gallery.png", "split.png", "learning_curves.png", "predictions.png",
-        "error_vs_age.png", "mae.png", "benchmarks.png", "metrics.csv", "comparisons.csv", "exclusions.csv",
+        "youngest_oldest.png",
+        "qc_gallery.png",
+        "split.png",
+        "learning_curves.png",
+        "predictions.png",
+        "error_vs_age.png",
+        "mae.png",
+        "benchmarks.png",
+        "metrics.csv",
+        "comparisons.csv",
+        "exclusions.csv",
     ]:
         assert name in html, name
     for caption in captions.glob("*.rst"):

@@ -1,4 +1,4 @@
-"""Vessel masks from TOF-MRA registered to PD: ``<subject>_TOF_reg_PD_bin.nii.gz``.
+"""Vessel masks from TOF-MRA registered to PD (the ``TOF_bin`` channel; rule ``binarize`` names the file).
 
 Three thresholding methods, all restricted to the brain mask (scalp fat is bright in TOF too),
 followed by removal of small 26-connected components, which are noise rather than vessels.
@@ -92,15 +92,19 @@ def binarize_subject(
     percentile: float = 2.0,
     min_component_voxels: int = 5,
 ) -> dict[str, Any]:
-    """Write ``<subject>_TOF_reg_PD_bin.nii.gz`` (uint8, the TOF grid) and return its statistics."""
+    """Write the subject's vessel mask as ``out`` (uint8, the TOF grid) and return its statistics."""
     tof_img = load_image(tof_reg, subject)
     mask_img = load_image(brain_mask, subject)
     if tof_img.shape != mask_img.shape or not np.allclose(tof_img.affine, mask_img.affine, atol=1e-3):
         raise ImageError(brain_mask, f"grid {mask_img.shape} differs from the TOF image {tof_reg}", subject)
     spacing = tuple(float(s) for s in tof_img.header.get_zooms()[:3])
     vessels = binarize_vessels(
-        tof_img.get_fdata(dtype=np.float32), np.asanyarray(mask_img.dataobj) > 0, method, percentile,
-        min_component_voxels, spacing,
+        tof_img.get_fdata(dtype=np.float32),
+        np.asanyarray(mask_img.dataobj) > 0,
+        method,
+        percentile,
+        min_component_voxels,
+        spacing,
     )
     save_image(nib.Nifti1Image(vessels, tof_img.affine), out)
     voxels = int(vessels.sum())

@@ -20,6 +20,8 @@ import torchio as tio
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from brainage.vocabulary import SUBSETS
+
 SPATIAL_TRANSFORMS: dict[str, type[tio.Transform]] = {
     "RandomAffine": tio.RandomAffine,
     "RandomFlip": tio.RandomFlip,
@@ -88,7 +90,9 @@ class FastRandomBiasField(tio.RandomBiasField):
         coefficients = {name: self.get_params(self.order, self.coefficients_range) for name in images}
         orders = dict.fromkeys(images, self.order)
         # The subject is already this call's own copy (if copying was asked for): no second one.
-        return FastBiasField(coefficients=coefficients, order=orders, **{**self._get_base_args(), "copy": False})(subject)
+        return FastBiasField(coefficients=coefficients, order=orders, **{**self._get_base_args(), "copy": False})(
+            subject
+        )
 
 
 # torchio applies intensity transforms to ScalarImages only, so binary LabelMaps are spared.
@@ -102,7 +106,6 @@ INTENSITY_TRANSFORMS: dict[str, type[tio.Transform]] = {
 TRANSFORMS = {**SPATIAL_TRANSFORMS, **INTENSITY_TRANSFORMS}
 # Spatial transforms that fill voxels moved in from outside the grid.
 PADDED_TRANSFORMS = ("RandomAffine",)
-SUBSETS = ("train", "tune", "eval")
 
 Transform = Callable[[dict[str, Tensor]], dict[str, Tensor]]
 
@@ -200,7 +203,9 @@ class AgeDataset(Dataset):
         rows = split.loc[split["set"] == subset, ["subject", "age"]].astype({"subject": str})
         paths = manifest[["subject", *columns]].astype({"subject": str})
         if paths["subject"].duplicated().any():
-            raise ValueError(f"manifest has duplicate subjects: {sorted(paths.loc[paths['subject'].duplicated(), 'subject'])}")
+            raise ValueError(
+                f"manifest has duplicate subjects: {sorted(paths.loc[paths['subject'].duplicated(), 'subject'])}"
+            )
         joined = rows.merge(paths, on="subject", how="left", validate="one_to_one")
         unknown = joined.loc[joined[columns].isna().any(axis=1), "subject"].tolist()
         if unknown:
@@ -297,18 +302,3 @@ def make_loader(
         worker_init_fn=seed_worker,
         generator=torch.Generator().manual_seed(seed + 1),
     )
-
-
-def binary_channels(dataset: AgeDataset) -> list[str]:
-    """The channels stored as integer or boolean arrays (binary masks such as ``TOF_bin``).
-
-    Preprocessing writes continuous channels as float16 and binary ones as uint8, so the dtype
-    of the first subject's arrays (read as a memory map, header only) tells them apart.
-    """
-    if len(dataset) == 0:
-        return []
-    return [
-        channel
-        for channel, path in zip(dataset.channels, dataset.paths[0], strict=True)
-        if not np.issubdtype(np.load(path, mmap_mode="r").dtype, np.floating)
-    ]

@@ -36,8 +36,16 @@ _RENAMES = {"sex_id": "sex"}
 # Columns holding numbers. In all but the availability flag the sheet writes 0 for "unknown":
 # nobody is 0 cm tall or 0 years old, and the coded columns start at 1.
 _NUMERIC_COLUMNS = (
-    "ixi_id", "sex", "height", "weight", "ethnic_id", "marital_id", "occupation_id",
-    "qualification_id", "date_available", "age",
+    "ixi_id",
+    "sex",
+    "height",
+    "weight",
+    "ethnic_id",
+    "marital_id",
+    "occupation_id",
+    "qualification_id",
+    "date_available",
+    "age",
 )
 _ZERO_IS_MISSING = tuple(c for c in _NUMERIC_COLUMNS if c not in ("ixi_id", "date_available"))
 _DATE_COLUMNS = ("dob", "study_date")
@@ -277,14 +285,16 @@ def _numeric_column(table: pd.DataFrame, column: str, path: Path) -> pd.Series:
             raise DemographicsError(f"{path}: row {row}, column {column}: {text!r} is not a number")
         return np.nan if _is_blank(value) else float(value)
 
-    return pd.Series([parse(v, r) for v, r in zip(table[column], table["row"])], index=table.index, dtype=float)
+    return pd.Series(
+        [parse(v, r) for v, r in zip(table[column], table["row"], strict=True)], index=table.index, dtype=float
+    )
 
 
 def _check_ids(table: pd.DataFrame, path: Path) -> None:
     ids = table["ixi_id"]
     bad = table[ids.isna() | (ids <= 0) | (ids % 1 != 0)]
     if len(bad):
-        shown = ", ".join(f"row {r}: {v!r}" for r, v in zip(bad["row"][:5], bad["ixi_id"][:5]))
+        shown = ", ".join(f"row {r}: {v!r}" for r, v in zip(bad["row"][:5], bad["ixi_id"][:5], strict=True))
         raise DemographicsError(f"{path}: {len(bad)} row(s) without a valid IXI_ID ({shown})")
 
 
@@ -319,8 +329,7 @@ def _conflicts(group: pd.DataFrame) -> list[str]:
     ages = sorted(group["age"].dropna().unique())
     if ages and ages[-1] - ages[0] > AGE_TOLERANCE_YEARS:
         problems.append(
-            f"conflicting ages in demographics sheet: {', '.join(f'{a:.2f}' for a in ages)}"
-            f" (rows {_rows(group)})"
+            f"conflicting ages in demographics sheet: {', '.join(f'{a:.2f}' for a in ages)} (rows {_rows(group)})"
         )
     sexes = sorted(group["sex"].dropna().unique()) if "sex" in group else []
     if len(sexes) > 1:

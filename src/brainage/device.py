@@ -55,7 +55,8 @@ def claim_gpu(
     while True:
         for index, physical in enumerate(ids):
             # Append mode: opening must not wipe the holder's pid before we hold the lock.
-            handle = open(lock_dir / f"gpu{re.sub(r'[^A-Za-z0-9_.-]', '_', physical)}.lock", "ab")
+            # The open handle is the lock: returned and held, so no `with` (SIM115).
+            handle = open(lock_dir / f"gpu{re.sub(r'[^A-Za-z0-9_.-]', '_', physical)}.lock", "ab")  # noqa: SIM115
             try:
                 fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
@@ -70,7 +71,9 @@ def claim_gpu(
         time.sleep(poll_s)
 
 
-def select_device(requested: str = "auto", lock_dir: str | Path | None = None, timeout_s: float = 3600.0) -> torch.device:
+def select_device(
+    requested: str = "auto", lock_dir: str | Path | None = None, timeout_s: float = 3600.0
+) -> torch.device:
     """Resolve ``auto`` / ``cpu`` / ``cuda`` / ``cuda:N`` to a device.
 
     ``auto`` is CUDA when available, else CPU. ``cuda:N`` is taken as given. For ``auto`` and

@@ -10,6 +10,8 @@ from typing import Any
 import nibabel as nib
 import numpy as np
 
+from brainage.vocabulary import PD
+
 
 def registration_error_mm(estimated: np.ndarray, true: np.ndarray, points: np.ndarray) -> float:
     """Mean Euclidean distance (mm) between where two 4x4 transforms send the same points (N x 3)."""
@@ -26,7 +28,7 @@ def voxel_centres_ras(mask: np.ndarray, affine: np.ndarray) -> np.ndarray:
     return nib.affines.apply_affine(affine, indices)
 
 
-def true_from_pd(truth: dict[str, Any], modality: str) -> np.ndarray:
-    """``modality_from_PD`` implied by synthetic ground truth (head -> scanner matrices per scan)."""
+def true_from_pd(truth: dict[str, Any], scan: str) -> np.ndarray:
+    """``<scan>_from_PD`` implied by synthetic ground truth (head -> scanner matrices per raw scan)."""
     head_to_scanner = truth["head_to_scanner"]
-    return np.asarray(head_to_scanner[modality], float) @ np.linalg.inv(np.asarray(head_to_scanner["PD"], float))
+    return np.asarray(head_to_scanner[scan], float) @ np.linalg.inv(np.asarray(head_to_scanner[PD], float))

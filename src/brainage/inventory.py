@@ -1,14 +1,13 @@
 """What exists on disk, joined with the demographics: who is usable, and why the others are not.
 
-IXI ships one tar per modality; they extract flat or into ``IXI-T1/``-style folders, so images
-are found by file name anywhere under the raw folder. Every required image is fully decoded
-once here, so a truncated download excludes one subject with a reason instead of crashing a
-preprocessing job hours later.
+IXI ships one tar per scan; they extract flat or into ``IXI-T1/``-style folders, so images
+are found by file name (:data:`brainage.paths.IXI_IMAGE_NAME`) anywhere under the raw folder.
+Every required image is fully decoded once here, so a truncated download excludes one subject
+with a reason instead of crashing a preprocessing job hours later.
 """
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -18,12 +17,18 @@ import pandas as pd
 
 from brainage.demographics import AGE_RANGE, read_demographics, resolve_subjects, subject_id
 from brainage.io import ImageError, load_image
-
-MODALITIES = ("T1", "PD", "MRA")
-FILE_PATTERN = re.compile(r"IXI(\d{3})-(Guys|HH|IOP)-(\d{4})-(T1|PD|MRA)\.nii\.gz")
+from brainage.paths import IXI_IMAGE_NAME
+from brainage.vocabulary import RAW_SCANS
 
 INVENTORY_COLUMNS = [
-    "subject", "ixi_id", "site", "sex", "age", *(f"path_{m}" for m in MODALITIES), "included", "reason",
+    "subject",
+    "ixi_id",
+    "site",
+    "sex",
+    "age",
+    *(f"path_{scan}" for scan in RAW_SCANS),
+    "included",
+    "reason",
 ]
 
 NOT_IN_SHEET = "absent from the demographics sheet"
@@ -37,7 +42,7 @@ class InventoryError(ValueError):
 def scan_raw(raw_dir: Path) -> pd.DataFrame:
     """One row per subject found under ``raw_dir``: subject, ixi_id, site, path_T1/PD/MRA.
 
-    Paths are absolute; a modality the subject lacks is an empty string. Files whose names do
+    Paths are absolute; a scan the subject lacks is an empty string. Files whose names do
     not follow the IXI pattern are ignored. The same image found twice, or one subject at two
     sites, is an error: which copy is right is not a guess to make silently.
     """
@@ -46,48 +51,48 @@ def scan_raw(raw_dir: Path) -> pd.DataFrame:
         raise InventoryError(f"{raw_dir}: raw image folder does not exist")
     found: dict[str, dict[str, Any]] = {}
     for path in sorted(raw_dir.rglob("*.nii.gz")):
-        match = FILE_PATTERN.fullmatch(path.name)
+        match = IXI_IMAGE_NAME.fullmatch(path.name)
         if match is None:
             continue
-        ixi_id, site, modality = int(match[1]), match[2], match[4]
+        ixi_id, site, scan = int(match["ixi_id"]), match["site"], match["scan"]
         subject = subject_id(ixi_id)
         record = found.setdefault(
-            subject, {"subject": subject, "ixi_id": ixi_id, "site": site} | {f"path_{m}": "" for m in MODALITIES}
+            subject, {"subject": subject, "ixi_id": ixi_id, "site": site} | {f"path_{s}": "" for s in RAW_SCANS}
         )
         if record["site"] != site:
             raise InventoryError(f"{subject}: images from two sites ({record['site']}, {site}), e.g. {path}")
-        key = f"path_{modality}"
+        key = f"path_{scan}"
         if record[key]:
-            raise InventoryError(f"{subject}: {modality} image found twice: {record[key]} and {path}; remove one")
+            raise InventoryError(f"{subject}: {scan} image found twice: {record[key]} and {path}; remove one")
         record[key] = str(path.resolve())
-    columns = ["subject", "ixi_id", "site", *(f"path_{m}" for m in MODALITIES)]
+    columns = ["subject", "ixi_id", "site", *(f"path_{scan}" for scan in RAW_SCANS)]
     table = pd.DataFrame(list(found.values()), columns=columns)
     return table.sort_values("subject").reset_index(drop=True)
 
 
-def check_images(files: pd.DataFrame, modalities: Sequence[str], threads: int) -> pd.DataFrame:
-    """Fully load each present image of ``modalities``; return (subject, reason) per bad subject.
+def check_images(files: pd.DataFrame, scans: Sequence[str], threads: int) -> pd.DataFrame:
+    """Fully load each present image of ``scans``; return (subject, reason) per bad subject.
 
     Loading decodes every voxel (``brainage.io.load_image``), which is what catches truncated
     gzip streams, empty files, non-3D images, NaNs and bad affines; a header that claims more
     data than its file holds is refused before anything is decoded. Any error of one image,
     even one the loader does not foresee, excludes that subject only. A subject with several
-    bad images is reported once, for its first bad modality in ``modalities`` order. Absent
-    images are skipped: missing modalities are the caller's rule, not an image fault.
+    bad images is reported once, for its first bad scan in ``scans`` order. Absent
+    images are skipped: missing scans are the caller's rule, not an image fault.
     """
-    missing = [f"path_{m}" for m in modalities if f"path_{m}" not in files]
+    missing = [f"path_{scan}" for scan in scans if f"path_{scan}" not in files]
     if missing:
         raise InventoryError(f"file table lacks column(s) {missing}; has {list(files.columns)}")
     jobs = [
-        (row.subject, modality, getattr(row, f"path_{modality}"))
+        (row.subject, scan, getattr(row, f"path_{scan}"))
         for row in files.itertuples(index=False)
-        for modality in modalities
-        if _present(getattr(row, f"path_{modality}"))
+        for scan in scans
+        if _present(getattr(row, f"path_{scan}"))
     ]
     with ThreadPoolExecutor(max_workers=max(1, threads)) as pool:
         problems = list(pool.map(lambda job: _image_problem(*job), jobs))
     first: dict[str, str] = {}
-    for (subject, _, _), problem in zip(jobs, problems):
+    for (subject, _, _), problem in zip(jobs, problems, strict=True):
         if problem is not None:
             first.setdefault(subject, problem)
     return pd.DataFrame(sorted(first.items()), columns=["subject", "reason"])
@@ -96,7 +101,7 @@ def check_images(files: pd.DataFrame, modalities: Sequence[str], threads: int) -
 def build_inventory(
     raw_dir: Path,
     sheet: Path,
-    required_modalities: Sequence[str],
+    required_scans: Sequence[str],
     threads: int = 1,
     sheet_name: str = "Table",
     age_range: tuple[float, float] = AGE_RANGE,
@@ -107,13 +112,13 @@ def build_inventory(
     ``INVENTORY_COLUMNS``, sorted by subject. A subject is excluded, with every applicable
     reason joined by "; ", when it is absent from the sheet, excluded by the sheet rules
     (:func:`brainage.demographics.resolve_subjects`, ages outside ``age_range`` included), has
-    no images at all, or lacks a required modality. Only subjects that pass those checks have
+    no images at all, or lacks a required scan. Only subjects that pass those checks have
     their required images loaded (slow), and a bad image excludes them too. ``exclusions`` is
     (subject, reason) for the excluded rows.
     """
-    unknown = [m for m in required_modalities if m not in MODALITIES]
+    unknown = [scan for scan in required_scans if scan not in RAW_SCANS]
     if unknown:
-        raise InventoryError(f"unknown modality {unknown}; IXI has {list(MODALITIES)}")
+        raise InventoryError(f"unknown scan {unknown}; IXI has {list(RAW_SCANS)}")
     demographics, sheet_exclusions = resolve_subjects(read_demographics(Path(sheet), sheet_name), age_range)
     files = scan_raw(Path(raw_dir))
     everyone = sorted(set(files["subject"]) | set(demographics["subject"]) | set(sheet_exclusions["subject"]))
@@ -122,17 +127,17 @@ def build_inventory(
         .merge(files.drop(columns="ixi_id"), on="subject", how="left")
         .merge(demographics[["subject", "sex", "age"]], on="subject", how="left")
     )
-    for column in ["site", *(f"path_{m}" for m in MODALITIES)]:
+    for column in ["site", *(f"path_{scan}" for scan in RAW_SCANS)]:
         table[column] = table[column].fillna("")
 
-    sheet_reason = dict(zip(sheet_exclusions["subject"], sheet_exclusions["reason"]))
+    sheet_reason = dict(zip(sheet_exclusions["subject"], sheet_exclusions["reason"], strict=True))
     in_sheet = set(demographics["subject"]) | set(sheet_reason)
     reasons = {
-        row.subject: _record_problems(row, in_sheet, sheet_reason, required_modalities)
+        row.subject: _record_problems(row, in_sheet, sheet_reason, required_scans)
         for row in table.itertuples(index=False)
     }
     passing = table[[not reasons[s] for s in table["subject"]]]
-    for bad in check_images(passing, required_modalities, threads).itertuples(index=False):
+    for bad in check_images(passing, required_scans, threads).itertuples(index=False):
         reasons[bad.subject].append(bad.reason)
 
     table["reason"] = ["; ".join(reasons[s]) for s in table["subject"]]
@@ -142,26 +147,24 @@ def build_inventory(
     return table, exclusions
 
 
-def _record_problems(
-    row: Any, in_sheet: set[str], sheet_reason: dict[str, str], required: Sequence[str]
-) -> list[str]:
+def _record_problems(row: Any, in_sheet: set[str], sheet_reason: dict[str, str], required: Sequence[str]) -> list[str]:
     """Everything wrong with a subject that can be seen without opening an image."""
     problems = []
     if row.subject not in in_sheet:
         problems.append(NOT_IN_SHEET)
     if row.subject in sheet_reason:
         problems.append(sheet_reason[row.subject])
-    present = [m for m in MODALITIES if _present(getattr(row, f"path_{m}"))]
+    present = [scan for scan in RAW_SCANS if _present(getattr(row, f"path_{scan}"))]
     if not present:
         problems.append(NO_IMAGES)
     else:
-        missing = [m for m in required if m not in present]
+        missing = [scan for scan in required if scan not in present]
         if missing:
             problems.append(f"missing required modality {', '.join(missing)}")
     return problems
 
 
-def _image_problem(subject: str, modality: str, path: str) -> str | None:
+def _image_problem(subject: str, scan: str, path: str) -> str | None:
     """Why one image is unusable, or None; never raises, so one bad file cannot stop the inventory.
 
     An exception :func:`load_image` does not foresee still names the file: it excludes the
@@ -170,9 +173,9 @@ def _image_problem(subject: str, modality: str, path: str) -> str | None:
     try:
         load_image(path, subject)
     except ImageError as error:
-        return f"bad {modality} image {error.path}: {error.reason}"
+        return f"bad {scan} image {error.path}: {error.reason}"
     except Exception as error:
-        return f"bad {modality} image {path}: cannot be checked ({type(error).__name__}: {error})"
+        return f"bad {scan} image {path}: cannot be checked ({type(error).__name__}: {error})"
     return None
 
 

@@ -21,7 +21,6 @@ import numpy as np
 import pandas as pd
 from nibabel.openers import ImageOpener
 
-
 # mkstemp creates files readable by the owner only; outputs get the usual permissions instead.
 _UMASK = os.umask(0)
 os.umask(_UMASK)
@@ -179,7 +178,9 @@ def _size_problem(img: nib.Nifti1Image) -> str | None:
     """Whether the voxel data the header declares is implausible or more than its file can hold."""
     voxels = math.prod(img.shape)
     if voxels > MAX_VOXELS:
-        return f"header declares {voxels} voxels {img.shape}, more than the {MAX_VOXELS} any brain MRI needs (MAX_VOXELS)"
+        return (
+            f"header declares {voxels} voxels {img.shape}, more than the {MAX_VOXELS} any brain MRI needs (MAX_VOXELS)"
+        )
     data_file = Path(img.file_map["image"].filename)
     size = data_file.stat().st_size
     declared = img.dataobj.offset + voxels * img.get_data_dtype().itemsize
@@ -190,7 +191,10 @@ def _size_problem(img: nib.Nifti1Image) -> str | None:
             f"{MAX_GZIP_RATIO} times that: the file is cut short or its header is wrong"
         )
     if suffix not in _COMPRESSED_SUFFIXES and declared > size:
-        return f"header declares {declared} bytes but the file is {size} bytes: the file is cut short or its header is wrong"
+        return (
+            f"header declares {declared} bytes but the file is {size} bytes: "
+            "the file is cut short or its header is wrong"
+        )
     return None
 
 

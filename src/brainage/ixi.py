@@ -35,7 +35,8 @@ from pathlib import Path, PurePosixPath
 import pandas as pd
 
 from brainage.config import ConfigError
-from brainage.inventory import FILE_PATTERN, MODALITIES
+from brainage.paths import IXI_IMAGE_NAME, ixi_folder
+from brainage.vocabulary import RAW_SCANS
 
 FILE_TABLE_COLUMNS = ["name", "url", "md5", "size_bytes", "note"]
 
@@ -273,9 +274,7 @@ def download(
     return dest
 
 
-def _report_checks(
-    dest: Path, what: str, md5: str | None, size: int | None, progress: Callable[[str], None]
-) -> None:
+def _report_checks(dest: Path, what: str, md5: str | None, size: int | None, progress: Callable[[str], None]) -> None:
     """Say that ``dest`` is in place and what it was checked against; warn if not by MD5.
 
     Only an MD5 verifies the content: a file checked by size alone, or not at all, is never
@@ -480,7 +479,7 @@ def _verify_part(
 
 
 def extract_archive(
-    archive: Path, dest_dir: Path, progress: Callable[[str], None] = print, modality: str | None = None
+    archive: Path, dest_dir: Path, progress: Callable[[str], None] = print, scan: str | None = None
 ) -> list[Path]:
     """Extract the tar ``archive`` into ``dest_dir`` (which must not exist or be empty).
 
@@ -492,7 +491,7 @@ def extract_archive(
     """
     archive, dest_dir = Path(archive), Path(dest_dir)
     with _tar_errors(archive, dest_dir), tarfile.open(archive) as tar:
-        members = _checked_members(archive, tar, dest_dir, modality)
+        members = _checked_members(archive, tar, dest_dir, scan)
         dest_dir.parent.mkdir(parents=True, exist_ok=True)
         progress(f"{archive.name}: extracting {len(members)} members into {dest_dir}")
         tmp = Path(tempfile.mkdtemp(prefix=f".{dest_dir.name}.", suffix=".tmp", dir=dest_dir.parent))
@@ -510,18 +509,18 @@ def extract_archive(
     return sorted(dest_dir / path.relative_to(tmp) for path in files)
 
 
-def check_archive(archive: Path, dest_dir: Path, modality: str | None = None) -> None:
+def check_archive(archive: Path, dest_dir: Path, scan: str | None = None) -> None:
     """Everything :func:`extract_archive` checks before writing, without writing anything.
 
     So several archives can all be checked before any is extracted. Refused: a destination that
     is, or passes through, a symbolic link or a file, or is a folder that is not empty; a tar
     without its end-of-archive marker (cut off); a member that could escape the folder, is a
     special file, a hard link to no earlier file, a second copy of a name, or a name longer than
-    the file system holds; with ``modality``, a member that is not an IXI image of it.
+    the file system holds; with ``scan``, a member that is not an IXI image of it.
     """
     archive, dest_dir = Path(archive), Path(dest_dir)
     with _tar_errors(archive, dest_dir), tarfile.open(archive) as tar:
-        _checked_members(archive, tar, dest_dir, modality)
+        _checked_members(archive, tar, dest_dir, scan)
 
 
 @contextlib.contextmanager
@@ -538,17 +537,15 @@ def _tar_errors(archive: Path, dest_dir: Path) -> Iterator[None]:
         raise ArchiveError(f"{archive}: cannot be extracted into {dest_dir} ({error})") from error
 
 
-def _checked_members(
-    archive: Path, tar: tarfile.TarFile, dest_dir: Path, modality: str | None
-) -> list[tarfile.TarInfo]:
+def _checked_members(archive: Path, tar: tarfile.TarFile, dest_dir: Path, scan: str | None) -> list[tarfile.TarInfo]:
     """The archive's members once :func:`check_archive`'s checks pass."""
     _check_destination(archive, dest_dir)
     members = tar.getmembers()
     _check_complete(archive, tar, members)
     _check_members(archive, members)
     _check_name_lengths(archive, members, dest_dir)
-    if modality is not None:
-        _check_ixi_names(archive, members, modality)
+    if scan is not None:
+        _check_ixi_names(archive, members, scan)
     if not any(member.isfile() for member in members):
         raise ArchiveError(f"{archive}: holds no files")
     return members
@@ -621,9 +618,7 @@ def _check_members(archive: Path, members: list[tarfile.TarInfo]) -> None:
             files.add(str(name))
 
 
-def _check_link(
-    archive: Path, member: tarfile.TarInfo, target: PurePosixPath, kind: str, links: set[str]
-) -> None:
+def _check_link(archive: Path, member: tarfile.TarInfo, target: PurePosixPath, kind: str, links: set[str]) -> None:
     """Refuse a link whose target is absolute, leaves the folder, or passes through a link."""
     if PurePosixPath(member.linkname).is_absolute():
         raise UnsafeArchiveError(archive, member.name, f"{kind} link to absolute path '{member.linkname}'")
@@ -666,17 +661,17 @@ def _check_name_lengths(archive: Path, members: list[tarfile.TarInfo], dest_dir:
             )
 
 
-def _check_ixi_names(archive: Path, members: list[tarfile.TarInfo], modality: str) -> None:
-    """Refuse a member that is not an IXI image of ``modality`` (folders aside).
+def _check_ixi_names(archive: Path, members: list[tarfile.TarInfo], scan: str) -> None:
+    """Refuse a member that is not an IXI image of ``scan`` (folders aside).
 
     A mislabelled or foreign archive would otherwise be extracted, and its files silently
-    ignored or filed under the wrong modality by the inventory.
+    ignored or filed under the wrong scan by the inventory.
     """
     for member in members:
-        match = FILE_PATTERN.fullmatch(PurePosixPath(member.name).name)
-        if not member.isdir() and (match is None or match[4] != modality):
+        match = IXI_IMAGE_NAME.fullmatch(PurePosixPath(member.name).name)
+        if not member.isdir() and (match is None or match["scan"] != scan):
             raise ArchiveMemberError(
-                archive, member.name, f"not an IXI {modality} image (IXI###-<site>-####-{modality}.nii.gz)"
+                archive, member.name, f"not an IXI {scan} image (IXI###-<site>-####-{scan}.nii.gz)"
             )
 
 
@@ -692,31 +687,30 @@ def _make_read_only(root: Path) -> list[Path]:
     return files
 
 
-def prepare_raw(
-    archives: Mapping[str, Path], raw_dir: Path, progress: Callable[[str], None] = print
-) -> Path:
-    """Extract each modality's archive (keys T1, PD, MRA) into ``raw_dir/IXI-<key>``; return raw_dir.
+def prepare_raw(archives: Mapping[str, Path], raw_dir: Path, progress: Callable[[str], None] = print) -> Path:
+    """Extract each scan's archive (keys: :data:`brainage.vocabulary.RAW_SCANS`) into its
+    :func:`brainage.paths.ixi_folder` under ``raw_dir``; return raw_dir.
 
-    Every archive is checked (:func:`check_archive`, with its modality's file names) before any
-    is extracted, so one bad archive leaves none of the others extracted. A modality whose folder
+    Every archive is checked (:func:`check_archive`, with its scan's file names) before any
+    is extracted, so one bad archive leaves none of the others extracted. A scan whose folder
     already exists is skipped: extraction renames a complete folder into place, so an existing
     one is a finished extraction.
     """
     raw_dir = Path(raw_dir)
-    unknown = sorted(set(archives) - set(MODALITIES))
+    unknown = sorted(set(archives) - set(RAW_SCANS))
     if unknown:
-        raise ArchiveError(f"unknown modality {unknown} for archives; IXI has {list(MODALITIES)}")
+        raise ArchiveError(f"unknown scan {unknown} for archives; IXI has {list(RAW_SCANS)}")
     pending: dict[str, Path] = {}
-    for modality, archive in archives.items():
-        target = raw_dir / f"IXI-{modality}"
+    for scan, archive in archives.items():
+        target = raw_dir / ixi_folder(scan)
         if target.is_dir() and any(target.iterdir()):
             progress(f"{target}: already extracted, skipping {Path(archive).name}")
         else:
-            pending[modality] = Path(archive)
-    for modality, archive in pending.items():
-        check_archive(archive, raw_dir / f"IXI-{modality}", modality)
-    for modality, archive in pending.items():
-        extract_archive(archive, raw_dir / f"IXI-{modality}", progress, modality)
+            pending[scan] = Path(archive)
+    for scan, archive in pending.items():
+        check_archive(archive, raw_dir / ixi_folder(scan), scan)
+    for scan, archive in pending.items():
+        extract_archive(archive, raw_dir / ixi_folder(scan), progress, scan)
     return raw_dir
 
 
@@ -753,12 +747,12 @@ def _verify_archives(
     Sizes go first: one stat per archive catches a wrong file before minutes of hashing.
     """
     advice = "nothing was extracted: delete the file so that the next run downloads it again"
-    for modality, archive in archives.items():
-        size, expected = Path(archive).stat().st_size, entries[modality].size_bytes
+    for scan, archive in archives.items():
+        size, expected = Path(archive).stat().st_size, entries[scan].size_bytes
         if expected is not None and size != expected:
             raise ArchiveError(f"{archive}: {size} bytes, expected {expected}; {advice}")
-    for modality, archive in archives.items():
-        actual, expected_md5 = md5_file(Path(archive)), entries[modality].md5
+    for scan, archive in archives.items():
+        actual, expected_md5 = md5_file(Path(archive)), entries[scan].md5
         if actual != expected_md5:
             raise ArchiveError(f"{archive}: MD5 mismatch, expected {expected_md5}, got {actual}; {advice}")
         progress(f"{Path(archive).name}: MD5 verified before extraction")

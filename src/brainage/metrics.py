@@ -25,13 +25,14 @@ import pandas as pd
 from numpy.typing import ArrayLike, NDArray
 from scipy import stats
 
+from brainage.vocabulary import EVAL, SUBSETS, TRAIN, TUNE
+
 RunKey = tuple[str, str]
 """``(modality, model)``, e.g. ``("T1+TOF_bin", "sfcn")``."""
 ReplicateKey = tuple[str, str, int]
 """``(modality, model, replicate)``."""
 FloatArray = NDArray[np.float64]
 
-SETS: Final = ("train", "tune", "eval")
 PREDICTION_COLUMNS: Final = ("subject", "set", "age", "predicted")
 
 TABLE_COLUMNS: Final = (
@@ -172,9 +173,9 @@ def validate_predictions(predictions: pd.DataFrame) -> None:
     missing = [c for c in PREDICTION_COLUMNS if c not in predictions.columns]
     if missing:
         raise ValueError(f"predictions lack columns {missing}")
-    unknown = sorted(set(predictions["set"]) - set(SETS))
+    unknown = sorted(set(predictions["set"]) - set(SUBSETS))
     if unknown:
-        raise ValueError(f"predictions have unknown set labels {unknown}; expected {list(SETS)}")
+        raise ValueError(f"predictions have unknown set labels {unknown}; expected {list(SUBSETS)}")
     duplicated = predictions["subject"][predictions["subject"].duplicated()]
     if len(duplicated):
         names = sorted(map(str, duplicated.unique()))
@@ -199,8 +200,8 @@ def run_metrics(predictions: pd.DataFrame, n_resamples: int = 1000, seed: int = 
     usually looks better and is not available to a deployed model in the same way.
     """
     validate_predictions(predictions)
-    evaluation = _rows(predictions, "eval")
-    fit_rows = _rows(predictions, "train", "tune")
+    evaluation = _rows(predictions, EVAL)
+    fit_rows = _rows(predictions, TRAIN, TUNE)
     age, predicted = evaluation["age"].to_numpy(float), evaluation["predicted"].to_numpy(float)
     intervals = bootstrap_intervals(age, predicted, n_resamples=n_resamples, seed=seed)
     slope, intercept = fit_bias_correction(fit_rows["age"], fit_rows["predicted"])
@@ -231,7 +232,7 @@ def replicate_maes(runs: Mapping[ReplicateKey, pd.DataFrame]) -> pd.DataFrame:
     rows = []
     for (modality, model, replicate), predictions in runs.items():
         validate_predictions(predictions)
-        evaluation = _rows(predictions, "eval")
+        evaluation = _rows(predictions, EVAL)
         mae = float((evaluation["predicted"] - evaluation["age"]).abs().mean())
         rows.append({"modality": modality, "model": model, "replicate": int(replicate), "mae": mae})
     return pd.DataFrame(rows, columns=list(REPLICATE_COLUMNS))
@@ -256,7 +257,11 @@ def metrics_table(
     for (modality, model), predictions in runs.items():
         history = None if histories is None else histories.get((modality, model))
         row = {"modality": modality, "model": model, **run_metrics(predictions, n_resamples=n_resamples, seed=seed)}
-        own = None if replicates is None else replicates[(replicates["modality"] == modality) & (replicates["model"] == model)]
+        own = (
+            None
+            if replicates is None
+            else replicates[(replicates["modality"] == modality) & (replicates["model"] == model)]
+        )
         maes = pd.Series([row["mae"]]) if own is None or own.empty else own["mae"].astype(float)
         rows.append(
             {
@@ -274,7 +279,7 @@ def metrics_table(
 def _absolute_errors(predictions: pd.DataFrame) -> pd.Series:
     """Absolute eval errors indexed by subject id."""
     validate_predictions(predictions)
-    evaluation = _rows(predictions, "eval")
+    evaluation = _rows(predictions, EVAL)
     return (evaluation["predicted"] - evaluation["age"]).abs().set_axis(evaluation["subject"].to_numpy())
 
 
@@ -342,8 +347,8 @@ def reference_lines(predictions: pd.DataFrame, ground_truth: pd.DataFrame | None
     on average because the age label itself is off by the biological gap.
     """
     validate_predictions(predictions)
-    evaluation = _rows(predictions, "eval")
-    train_mean = float(_rows(predictions, "train")["age"].mean())
+    evaluation = _rows(predictions, EVAL)
+    train_mean = float(_rows(predictions, TRAIN)["age"].mean())
     eval_age = evaluation["age"].to_numpy(float)
     lines = {
         "n_eval": len(evaluation),

@@ -206,7 +206,9 @@ class HighResNet(nn.Module):
     ) -> None:
         super().__init__()
         if len(widths) != len(dilations):
-            raise ValueError(f"highresnet needs one dilation per width, got widths={list(widths)} dilations={list(dilations)}")
+            raise ValueError(
+                f"highresnet needs one dilation per width, got widths={list(widths)} dilations={list(dilations)}"
+            )
         self.checkpointing = checkpointing
         self.stem = nn.Sequential(
             nn.Conv3d(in_channels, widths[0], 3, padding=1, bias=False),
@@ -262,9 +264,10 @@ class SFCN(nn.Module):
     """Simple Fully Convolutional Network (Peng et al. 2021) over age bins.
 
     Blocks ``channels[:-1]``: conv3³ → norm → maxpool2 → ReLU (``pooled``); then conv1³ to
-    ``channels[-1]`` → norm → ReLU (``pointwise``); global average pooling (the paper's fixed 5×6×5 pool is global for its
-    160×192×160 input), dropout, conv1³ to one logit per bin. ``forward`` returns the predicted
-    age (expectation over bins); :meth:`log_probs` returns the log-softmax the loss needs.
+    ``channels[-1]`` → norm → ReLU (``pointwise``); global average pooling (the paper's fixed
+    5×6×5 pool is global for its 160×192×160 input), dropout, conv1³ to one logit per bin.
+    ``forward`` returns the predicted age (expectation over bins); :meth:`log_probs` returns the
+    log-softmax the loss needs.
     """
 
     def __init__(
@@ -290,10 +293,17 @@ class SFCN(nn.Module):
         layers: list[nn.Module] = []
         previous = in_channels
         for width in channels[:-1]:
-            layers += [nn.Conv3d(previous, width, 3, padding=1), norm_layer(norm, width), nn.MaxPool3d(2), nn.ReLU(inplace=True)]
+            layers += [
+                nn.Conv3d(previous, width, 3, padding=1),
+                norm_layer(norm, width),
+                nn.MaxPool3d(2),
+                nn.ReLU(inplace=True),
+            ]
             previous = width
         self.pooled = nn.Sequential(*layers)
-        self.pointwise = nn.Sequential(nn.Conv3d(previous, channels[-1], 1), norm_layer(norm, channels[-1]), nn.ReLU(inplace=True))
+        self.pointwise = nn.Sequential(
+            nn.Conv3d(previous, channels[-1], 1), norm_layer(norm, channels[-1]), nn.ReLU(inplace=True)
+        )
         self.pool = nn.AdaptiveAvgPool3d(1)
         self.dropout = nn.Dropout(dropout)
         self.classifier = nn.Conv3d(channels[-1], round(n_bins), 1)
@@ -386,9 +396,10 @@ def load_init_weights(model: nn.Module, path: str | Path) -> dict[str, list[str]
     """Load the tensors of ``path`` whose names and shapes match ``model``; leave the rest.
 
     Accepts a bare state dict or a dict holding one under ``model`` or ``state_dict`` (as
-    ``model.pt`` does). Prints and returns the ``matched``, ``missing`` (in the model, not the
-    file), ``unexpected`` (in the file, not the model) and ``mismatched`` (same name, other shape)
-    keys. Raises ValueError naming the file when it is not a weights file or would run code.
+    ``model.pt`` does). Returns the ``matched``, ``missing`` (in the model, not the file),
+    ``unexpected`` (in the file, not the model) and ``mismatched`` (same name, other shape) keys
+    for the caller to log. Raises ValueError naming the file when it is not a weights file or
+    would run code.
     """
     path = Path(path)
     obj = _read_weights(path)
@@ -404,10 +415,6 @@ def load_init_weights(model: nn.Module, path: str | Path) -> dict[str, list[str]
         "mismatched": [k for k, v in state.items() if k in own and own[k].shape != v.shape],
     }
     model.load_state_dict({k: state[k] for k in matched}, strict=False)
-    print(f"init weights {path}: " + ", ".join(f"{len(v)} {k}" for k, v in report.items()))
-    for kind in ("missing", "unexpected", "mismatched"):
-        if report[kind]:
-            print(f"  {kind}: {', '.join(report[kind])}")
     return report
 
 

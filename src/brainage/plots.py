@@ -1,5 +1,5 @@
-"""Figures: the youngest and oldest subject, learning curves, predictions, error trends, MAE
-comparison, cost.
+"""Figures: the youngest and oldest subject, per-subject QC and the TOF gallery, the split,
+learning curves, predictions, error trends, MAE comparison, cost.
 
 Figures are built with matplotlib's object-oriented :class:`~matplotlib.figure.Figure` API and
 never touch pyplot, so no global state leaks between figures or into the workflow's processes.
@@ -14,18 +14,23 @@ of the mapping (the config's order), so every figure puts a given run in the sam
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 from matplotlib.axes import Axes
+from matplotlib.colors import ListedColormap
 from matplotlib.figure import Figure
+from skimage.feature import canny
 
 from brainage import io, metrics
 from brainage.metrics import RunKey
+from brainage.qc import SubjectImages
+from brainage.vocabulary import EVAL, MRA, RAW_SCANS, TRAIN
 
 DPI = 150
+IMAGE_DPI = 100  # figures of brain images: enough for thumbnails and mid-slices, pages stay light
 PANEL_SIZE = (3.0, 2.6)  # inches per run panel: readable at a 4 × 3 grid on one page
 EVAL_COLOR = "C0"
 TRAIN_COLOR = "0.6"
@@ -117,10 +122,10 @@ def plot_predictions(runs: Mapping[RunKey, pd.DataFrame], path: str | Path) -> N
     limits = _age_limits(runs)
     for key, ax in panels.items():
         predictions = runs[key]
-        train, evaluation = _set(predictions, "train"), _set(predictions, "eval")
+        train, evaluation = _set(predictions, TRAIN), _set(predictions, EVAL)
         age, predicted = evaluation["age"].to_numpy(float), evaluation["predicted"].to_numpy(float)
-        ax.scatter(train["age"], train["predicted"], s=5, color=TRAIN_COLOR, alpha=0.5, lw=0, label="train")
-        ax.scatter(age, predicted, s=12, color=EVAL_COLOR, alpha=0.8, lw=0, label="eval")
+        ax.scatter(train["age"], train["predicted"], s=5, color=TRAIN_COLOR, alpha=0.5, lw=0, label=TRAIN)
+        ax.scatter(age, predicted, s=12, color=EVAL_COLOR, alpha=0.8, lw=0, label=EVAL)
         centre = (age.mean(), age.mean())
         ax.axline(centre, slope=1.0, color="black", linewidth=0.8, linestyle="--", label="identity")
         _fitted_line(ax, age, predicted, label="eval fit")
@@ -145,11 +150,11 @@ def plot_error_vs_age(runs: Mapping[RunKey, pd.DataFrame], path: str | Path) -> 
     """
     fig, panels = _run_grid(runs, share=True)
     for key, ax in panels.items():
-        evaluation = _set(runs[key], "eval")
+        evaluation = _set(runs[key], EVAL)
         age = evaluation["age"].to_numpy(float)
         gap = evaluation["predicted"].to_numpy(float) - age
         ax.axhline(0.0, color="black", linewidth=0.8, linestyle="--", label="no error")
-        ax.scatter(age, gap, s=12, color=EVAL_COLOR, alpha=0.8, lw=0, label="eval")
+        ax.scatter(age, gap, s=12, color=EVAL_COLOR, alpha=0.8, lw=0, label=EVAL)
         _fitted_line(ax, age, gap, label="trend")
         rho = metrics.regression_metrics(age, evaluation["predicted"])["gap_age_spearman"]
         ax.set_title(f"{ax.get_title()}\nSpearman ρ(gap, age) = {rho:.2f}", fontsize=9)
@@ -192,7 +197,9 @@ def plot_mae_comparison(
         ax.errorbar(x, mae, yerr=error, fmt="o", capsize=3, markersize=5, color=f"C{i}", label=model)
         if replicates is not None and (rows["n_replicates"] > 1).any():
             own = replicates[replicates["model"] == model]
-            spread_x = np.array([modalities.index(m) for m in own["modality"]]) + (i - (len(models) - 1) / 2) * step + step / 3
+            spread_x = (
+                np.array([modalities.index(m) for m in own["modality"]]) + (i - (len(models) - 1) / 2) * step + step / 3
+            )
             label = "each training replicate" if i == 0 else None
             ax.scatter(spread_x, own["mae"], s=14, facecolors="none", edgecolors=f"C{i}", linewidths=0.8, label=label)
     for key, (label, style) in REFERENCE_STYLES.items():
@@ -256,15 +263,132 @@ def plot_youngest_and_oldest(inventory: pd.DataFrame, path: str | Path) -> None:
     figure = Figure(figsize=(9.0, 3.2 * len(chosen)), layout="constrained")
     axes = figure.subplots(len(chosen), 3, squeeze=False)
     for row_axes, record in zip(axes, chosen, strict=True):
-        for axis, modality in zip(row_axes, ("T1", "PD", "MRA"), strict=True):
-            image = io.load_image(record[f"path_{modality}"], record["subject"])
+        for axis, scan in zip(row_axes, RAW_SCANS, strict=True):
+            image = io.load_image(record[f"path_{scan}"], record["subject"])
             data = np.asanyarray(image.dataobj)
-            plane = data.max(axis=2) if modality == "MRA" else data[:, :, data.shape[2] // 2]
+            plane = data.max(axis=2) if scan == MRA else data[:, :, data.shape[2] // 2]
             x_mm, y_mm = image.header.get_zooms()[:2]
             # rot90 puts anterior up, the subject's right on the right; the aspect keeps mm square.
             axis.imshow(np.rot90(plane), cmap="gray", aspect=float(y_mm / x_mm))
-            axis.set_title("MRA axial MIP" if modality == "MRA" else f"{modality} mid-slice", fontsize=9)
+            axis.set_title(f"{scan} axial MIP" if scan == MRA else f"{scan} mid-slice", fontsize=9)
             axis.set_xticks([])
             axis.set_yticks([])
         row_axes[0].set_ylabel(f"{record['subject']}\nage {float(record['age']):.1f}", fontsize=10)
-    io.save_figure(figure, path, dpi=100)
+    io.save_figure(figure, path, dpi=IMAGE_DPI)
+
+
+def _axial(volume: np.ndarray, k: int) -> np.ndarray:
+    """Axial slice shown radiologically upright: rows run anterior to posterior."""
+    return np.rot90(volume[:, :, k])
+
+
+def _mip(volume: np.ndarray) -> np.ndarray:
+    """Axial maximum-intensity projection, upright like :func:`_axial`."""
+    return np.rot90(volume.max(axis=2))
+
+
+def _edges(image: np.ndarray) -> np.ndarray:
+    """Canny edges of a slice scaled by its 99th percentile, so the threshold suits any contrast."""
+    scale = float(np.percentile(image, 99)) or 1.0
+    return canny(image / scale, sigma=1.0)
+
+
+def _overlay(ax: Axes, base: np.ndarray, edges: np.ndarray, colour: str, title: str) -> None:
+    """``edges`` in one colour over the grey ``base`` slice."""
+    ax.imshow(base, cmap="gray")
+    ax.imshow(np.ma.masked_where(~edges, edges), cmap=ListedColormap([colour]), alpha=0.9)
+    ax.set_title(title, fontsize=8)
+    ax.axis("off")
+
+
+def plot_qc_subject(images: SubjectImages, path: str | Path, n_slices: int = 3) -> None:
+    """A subject's QC figure: PD with the registered T1 and TOF as edge overlays, and projections.
+
+    Misregistration shows as edges that do not follow PD anatomy; the TOF maximum-intensity
+    projection beside the vessel mask's shows what binarization kept. ``n_slices`` axial slices
+    are spread evenly over the brain mask's extent.
+    """
+    slices_with_brain = np.flatnonzero((images.brain_mask > 0).any(axis=(0, 1)))
+    chosen = np.linspace(slices_with_brain[0], slices_with_brain[-1], n_slices + 2)[1:-1].round().astype(int)
+    fig = Figure(figsize=(2.2 * (n_slices + 1), 2.2 * 3))
+    axes = fig.subplots(3, n_slices + 1)
+    for column, k in enumerate(chosen):
+        base = _axial(images.pd, k)
+        axes[0, column].imshow(base, cmap="gray")
+        axes[0, column].set_title(f"PD z={k}", fontsize=8)
+        axes[0, column].axis("off")
+        _overlay(axes[1, column], base, _edges(_axial(images.t1, k)), "tab:orange", "T1 edges on PD")
+        _overlay(axes[2, column], base, _edges(_axial(images.tof, k)), "tab:red", "TOF edges on PD")
+    axes[0, -1].imshow(_mip(images.tof), cmap="gray")
+    axes[0, -1].set_title("TOF MIP", fontsize=8)
+    axes[1, -1].imshow(_mip(images.vessels), cmap="hot")
+    axes[1, -1].set_title("vessel mask MIP", fontsize=8)
+    axes[2, -1].imshow(_mip(images.brain_mask), cmap="gray")
+    axes[2, -1].set_title("brain mask MIP", fontsize=8)
+    for ax in axes[:, -1]:
+        ax.axis("off")
+    fig.suptitle(images.subject, fontsize=10)
+    io.save_figure(fig, path, dpi=IMAGE_DPI)
+
+
+def plot_qc_gallery(
+    subjects: Sequence[str], tof_paths: Sequence[Path], labels: Sequence[str], path: str | Path
+) -> None:
+    """One figure of every subject's TOF MIP thumbnail, titled with subject id and label (e.g. age).
+
+    ``tof_paths`` may be the registered TOF or its binary mask: a failed registration or an empty
+    mask stands out among the thumbnails.
+    """
+    if not (len(subjects) == len(tof_paths) == len(labels)):
+        raise ValueError(f"{len(subjects)} subjects, {len(tof_paths)} images and {len(labels)} labels differ in number")
+    columns = max(1, int(np.ceil(np.sqrt(len(subjects)))))
+    rows = max(1, int(np.ceil(len(subjects) / columns)))
+    fig = Figure(figsize=(1.6 * columns, 1.8 * rows))
+    axes = np.atleast_1d(fig.subplots(rows, columns)).ravel()
+    # The grid's spare cells make axes the longer; the other three were checked equal above.
+    for ax, subject, image, label in zip(axes, subjects, tof_paths, labels, strict=False):
+        ax.imshow(_mip(io.load_image(image, subject).get_fdata(dtype=np.float32)), cmap="gray")
+        ax.set_title(f"{subject}\n{label}", fontsize=6)
+    for ax in axes:
+        ax.axis("off")
+    io.save_figure(fig, path, dpi=IMAGE_DPI)
+
+
+def plot_split(seed_table: pd.DataFrame, split: pd.DataFrame, path: str | Path) -> None:
+    """The split's uniformity: KS D per seed against the stratified D, and the chosen split's ages.
+
+    ``seed_table`` and ``split`` are :func:`brainage.split.make_split`'s. Left: each seed's KS D
+    (best seed marked) and the stratified split's D as a line. Right: age histograms (as
+    densities, since the sets differ in size) of eval and of train+tune, with the uniform density
+    the evaluation set aims for.
+    """
+    fig = Figure(figsize=(11, 4.2), layout="constrained")
+    ax_seeds, ax_ages = fig.subplots(1, 2)
+
+    searched = seed_table[seed_table["method"] == "seed_search"].sort_values("seed")
+    ax_seeds.plot(searched["seed"], searched["ks_d"], ".", ms=3, color="0.6", label="train_test_split seeds")
+    for row in searched[searched["best_seed"]].itertuples():
+        ax_seeds.plot(row.seed, row.ks_d, "o", color="C1", label=f"best seed {row.seed} (D = {row.ks_d:.3f})")
+    for row in seed_table[seed_table["method"] == "stratified"].itertuples():
+        ax_seeds.axhline(row.ks_d, color="C0", label=f"stratified (D = {row.ks_d:.3f})")
+    ax_seeds.set_xlabel("random seed")
+    ax_seeds.set_ylabel("KS D of evaluation ages vs uniform")
+    ax_seeds.legend(loc="upper right", fontsize="small")
+
+    chosen = seed_table.loc[seed_table["chosen"], "method"]
+    evaluation = split.loc[split["set"] == EVAL, "age"]
+    development = split.loc[split["set"] != EVAL, "age"]
+    lo, hi = float(split["age"].min()), float(split["age"].max())
+    edges = np.linspace(lo, hi, 11)
+    ax_ages.hist(
+        development, bins=edges, density=True, alpha=0.5, color="0.5", label=f"train + tune (n = {len(development)})"
+    )
+    ax_ages.hist(
+        evaluation, bins=edges, density=True, histtype="step", lw=2, color="C0", label=f"eval (n = {len(evaluation)})"
+    )
+    ax_ages.axhline(1 / (hi - lo), ls="--", color="k", lw=1, label="uniform")
+    ax_ages.set_xlabel("age (years)")
+    ax_ages.set_ylabel("density")
+    ax_ages.set_title(f"chosen split: {chosen.iloc[0] if len(chosen) else '?'}", fontsize="medium")
+    ax_ages.legend(loc="upper right", fontsize="small")
+    io.save_figure(fig, path, dpi=DPI)

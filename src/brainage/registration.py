@@ -1,8 +1,9 @@
 """Rigid/affine registration of each subject's T1 and TOF-MRA onto its PD image, and of PD to MNI.
 
 PD is the reference space of the whole pipeline: T1 and TOF are resampled onto the PD grid
-(``<subject>_T1_reg_PD``, ``<subject>_TOF_reg_PD``), and PD is registered affinely to the MNI152
-2009 template so the training grid can live in template space.
+(:class:`RegistrationOutputs`, named by the rule ``register``), and PD is registered affinely to
+the MNI152 2009 template so the training grid can live in template space.
+This is where IXI's MRA becomes the study's TOF (:mod:`brainage.vocabulary`).
 
 Coordinate conventions, because they are the easy thing to get wrong:
 
@@ -21,7 +22,7 @@ from the head's, so centre-of-mass initialisation would throw it off by centimet
 from __future__ import annotations
 
 import contextlib
-import importlib.util
+import dataclasses
 import os
 import shutil
 import tempfile
@@ -37,6 +38,7 @@ from scipy import ndimage
 from skimage.filters import threshold_otsu
 
 from brainage.io import ImageError, atomic_path, load_image, save_image, write_json
+from brainage.templates import TEMPLATE_GM, TEMPLATE_T1, TEMPLATE_WM, template_path
 
 LPS_FLIP = np.diag([-1.0, -1.0, 1.0, 1.0])
 TRANSFORMS = ("Rigid", "Affine")
@@ -48,10 +50,7 @@ SHRINK_FACTORS = (4, 2, 1)
 SMOOTHING_SIGMAS = (2, 1, 0)
 ITERATIONS = (500, 250, 100)
 
-# Template tissue maps shipped inside nilearn; GM+WM above this probability is "brain".
-TEMPLATE_T1 = "mni_icbm152_t1_tal_nlin_sym_09a_converted.nii.gz"
-TEMPLATE_GM = "mni_icbm152_gm_tal_nlin_sym_09a_converted.nii.gz"
-TEMPLATE_WM = "mni_icbm152_wm_tal_nlin_sym_09a_converted.nii.gz"
+# Template GM+WM above this probability is "brain".
 TEMPLATE_BRAIN_PROBABILITY = 0.3
 # The template brain is dilated by this much before it trims the PD head mask, so cortical CSF and
 # a few millimetres of affine error are not cut away.
@@ -222,7 +221,9 @@ def linear_register(
     return Path(forward)
 
 
-def resample_to(fixed: ants.ANTsImage, moving: ants.ANTsImage, transform: Path, interpolator: str = "linear") -> np.ndarray:
+def resample_to(
+    fixed: ants.ANTsImage, moving: ants.ANTsImage, transform: Path, interpolator: str = "linear"
+) -> np.ndarray:
     """Resample ``moving`` onto ``fixed``'s grid through ``transform``; zero outside its field of view."""
     warped = ants.apply_transforms(
         fixed=fixed, moving=moving, transformlist=[str(transform)], interpolator=interpolator, defaultvalue=0
@@ -233,17 +234,6 @@ def resample_to(fixed: ants.ANTsImage, moving: ants.ANTsImage, transform: Path, 
 def copy_atomic(source: Path, destination: Path) -> None:
     with atomic_path(destination) as tmp:
         shutil.copyfile(source, tmp)
-
-
-def template_path(name: str = TEMPLATE_T1) -> Path:
-    """Path of a template file shipped inside the nilearn package (found without importing it)."""
-    spec = importlib.util.find_spec("nilearn")
-    if spec is None or not spec.submodule_search_locations:
-        raise FileNotFoundError("nilearn is not installed; it ships the MNI152 template")
-    path = Path(spec.submodule_search_locations[0]) / "datasets" / "data" / name
-    if not path.exists():
-        raise FileNotFoundError(f"MNI152 template file missing: {path}")
-    return path
 
 
 def prepare_template(spacing: float, out_t1: Path, out_mask: Path) -> None:
@@ -271,7 +261,7 @@ def prepare_template(spacing: float, out_t1: Path, out_mask: Path) -> None:
         load_image(template_path(TEMPLATE_GM)).get_fdata() + load_image(template_path(TEMPLATE_WM)).get_fdata()
     )
     brain = ndimage.binary_fill_holes(brain_probability > TEMPLATE_BRAIN_PROBABILITY * brain_probability.max())
-    brain = ndimage.binary_dilation(brain, iterations=max(1, int(round(TEMPLATE_MARGIN_MM / float(spacing)))))
+    brain = ndimage.binary_dilation(brain, iterations=max(1, round(TEMPLATE_MARGIN_MM / float(spacing))))
     save_image(nib.Nifti1Image(resample(t1.get_fdata()), coarse), out_t1)
     save_image(nib.Nifti1Image(brain.astype(np.uint8), coarse), out_mask)
 
@@ -279,23 +269,35 @@ def prepare_template(spacing: float, out_t1: Path, out_mask: Path) -> None:
 # --- the per-subject rule ----------------------------------------------------------------------
 
 
+@dataclasses.dataclass(frozen=True)
+class RegistrationOutputs:
+    """The files :func:`register_subject` writes; the rule ``register`` names them."""
+
+    pd: Path  # PD, canonical float32: the reference grid
+    t1: Path  # T1 on the PD grid
+    tof: Path  # the MRA on the PD grid, zero outside the slab: from here on it is TOF
+    mask: Path  # brain mask on the PD grid, uint8
+    t1_transform: Path  # ANTs .mat, T1_from_PD
+    tof_transform: Path  # ANTs .mat, TOF_from_PD
+    summary: Path  # JSON: transforms in RAS, similarity, mask volume
+    template_transform: Path | None = None  # ANTs .mat, PD_from_template; with the template only
+
+
 def register_subject(
     subject: str,
     pd: Path,
     t1: Path,
     mra: Path,
-    out_dir: Path,
+    outputs: RegistrationOutputs,
     transform: str = "Rigid",
     template: tuple[Path, Path] | None = None,
     threads: int = 1,
     seed: int = 0,
 ) -> dict[str, Any]:
-    """Register T1 and TOF-MRA onto PD (and PD onto MNI) for one subject; write images and transforms.
+    """Register T1 and TOF-MRA onto PD (and PD onto MNI) for one subject; write ``outputs``.
 
-    Writes into ``out_dir``: ``<subject>_PD.nii.gz`` (canonical, float32), ``_T1_reg_PD``,
-    ``_TOF_reg_PD`` (on the PD grid, zero outside the slab), ``_brain_mask`` (uint8),
-    ``_T1_to_PD.mat``, ``_TOF_to_PD.mat``, ``_PD_to_template.mat`` (template only) and
-    ``_registration.json``; returns the JSON content.
+    Returns the content of ``outputs.summary``. ``outputs.template_transform`` is written when,
+    and must be given exactly when, ``template`` is.
 
     ``template``: the (T1, brain mask) files of :func:`prepare_template`; without it the grid
     stays the subject's PD space, as the researcher had it.
@@ -306,8 +308,13 @@ def register_subject(
     """
     if transform not in TRANSFORMS:
         raise ValueError(f"subject {subject}: unknown transform {transform!r}; valid: {', '.join(TRANSFORMS)}")
+    if (template is None) != (outputs.template_transform is None):
+        raise ValueError(
+            f"subject {subject}: a template needs outputs.template_transform and only a template does "
+            f"(template {template}, template_transform {outputs.template_transform})"
+        )
     with ants_settings(threads, seed):
-        return _register_subject(subject, Path(pd), Path(t1), Path(mra), Path(out_dir), transform, template, threads, seed)
+        return _register_subject(subject, Path(pd), Path(t1), Path(mra), outputs, transform, template, threads, seed)
 
 
 def _register_subject(
@@ -315,7 +322,7 @@ def _register_subject(
     pd: Path,
     t1: Path,
     mra: Path,
-    out_dir: Path,
+    outputs: RegistrationOutputs,
     transform: str,
     template: tuple[Path, Path] | None,
     threads: int,
@@ -354,29 +361,37 @@ def _register_subject(
             tmpl_mat = linear_register(tmpl, pd_ants, "Affine", work, "template", initialise_centres=True)
             result["PD_from_template"] = read_ants_affine_ras(tmpl_mat).tolist()
             # Inverse direction: pull the template mask onto the PD grid.
-            brain = ants.apply_transforms(
-                fixed=pd_ants, moving=tmpl_mask, transformlist=[str(tmpl_mat)],
-                whichtoinvert=[True], interpolator="nearestNeighbor",
-            ).numpy() > 0.5
+            brain = (
+                ants.apply_transforms(
+                    fixed=pd_ants,
+                    moving=tmpl_mask,
+                    transformlist=[str(tmpl_mat)],
+                    whichtoinvert=[True],
+                    interpolator="nearestNeighbor",
+                ).numpy()
+                > 0.5
+            )
             trimmed = mask & brain
             if trimmed.sum() < MIN_BRAIN_FRACTION_OF_HEAD * mask.sum():
                 raise ImageError(
-                    pd, f"template brain mask covers only {trimmed.sum()} of {mask.sum()} head voxels: "
-                    "PD-to-template registration failed", subject,
+                    pd,
+                    f"template brain mask covers only {trimmed.sum()} of {mask.sum()} head voxels: "
+                    "PD-to-template registration failed",
+                    subject,
                 )
             mask = trimmed
             mask_method += f" within template GM+WM > {TEMPLATE_BRAIN_PROBABILITY} dilated {TEMPLATE_MARGIN_MM} mm"
-            copy_atomic(tmpl_mat, out_dir / f"{subject}_PD_to_template.mat")
-        copy_atomic(t1_mat, out_dir / f"{subject}_T1_to_PD.mat")
-        copy_atomic(tof_mat, out_dir / f"{subject}_TOF_to_PD.mat")
+            copy_atomic(tmpl_mat, outputs.template_transform)
+        copy_atomic(t1_mat, outputs.t1_transform)
+        copy_atomic(tof_mat, outputs.tof_transform)
         result["T1_from_PD"] = read_ants_affine_ras(t1_mat).tolist()
         result["TOF_from_PD"] = read_ants_affine_ras(tof_mat).tolist()
 
     affine = pd_img.affine
-    save_image(pd_img, out_dir / f"{subject}_PD.nii.gz")
-    save_image(nib.Nifti1Image(t1_reg, affine), out_dir / f"{subject}_T1_reg_PD.nii.gz")
-    save_image(nib.Nifti1Image(tof_reg, affine), out_dir / f"{subject}_TOF_reg_PD.nii.gz")
-    save_image(nib.Nifti1Image(mask.astype(np.uint8), affine), out_dir / f"{subject}_brain_mask.nii.gz")
+    save_image(pd_img, outputs.pd)
+    save_image(nib.Nifti1Image(t1_reg, affine), outputs.t1)
+    save_image(nib.Nifti1Image(tof_reg, affine), outputs.tof)
+    save_image(nib.Nifti1Image(mask.astype(np.uint8), affine), outputs.mask)
 
     voxel_ml = float(np.prod(spacing)) / 1000.0
     result.update(
@@ -389,5 +404,5 @@ def _register_subject(
         },
         seconds=time.perf_counter() - start,
     )
-    write_json(result, out_dir / f"{subject}_registration.json")
+    write_json(result, outputs.summary)
     return result

@@ -13,23 +13,19 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Sequence
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
 from scipy import stats
 from sklearn.model_selection import train_test_split
 
-from brainage.io import save_figure
+from brainage.vocabulary import EVAL, TRAIN, TUNE
 
 # Below this many training subjects a brain-age model is not worth fitting; asking for an
 # evaluation set that leaves fewer is a configuration mistake worth stopping on.
 MIN_TRAIN_SIZE = 10
 
 METHODS = ("stratified", "seed_search")
-SETS = ("train", "tune", "eval")
 SEED_TABLE_COLUMNS = ["method", "seed", "ks_d", "ks_p", "chi2", "chi2_p", "best_seed", "chosen"]
 
 # Candidates within this fraction of the spacing between target ages count as equally good,
@@ -55,8 +51,10 @@ def uniformity(ages: Sequence[float] | np.ndarray | pd.Series, lo: float, hi: fl
     counts, _ = np.histogram(values, bins=n_bins, range=(lo, hi))
     chi = stats.chisquare(counts)
     return {
-        "ks_d": float(ks.statistic), "ks_p": float(ks.pvalue),
-        "chi2": float(chi.statistic), "chi2_p": float(chi.pvalue),
+        "ks_d": float(ks.statistic),
+        "ks_p": float(ks.pvalue),
+        "chi2": float(chi.statistic),
+        "chi2_p": float(chi.pvalue),
     }
 
 
@@ -208,51 +206,11 @@ def make_split(
         table["chosen"] = table["best_seed"]
     rest = sorted(set(by_id.index) - set(eval_ids))
     tune_ids = set(np.random.default_rng(seed).choice(rest, size=tune_size, replace=False).tolist())
-    labels = {s: "eval" for s in eval_ids} | {s: "tune" for s in tune_ids}
+    labels = dict.fromkeys(eval_ids, EVAL) | dict.fromkeys(tune_ids, TUNE)
     split = pd.DataFrame(
-        {"subject": by_id.index, "set": [labels.get(s, "train") for s in by_id.index], "age": by_id.to_numpy()}
+        {"subject": by_id.index, "set": [labels.get(s, TRAIN) for s in by_id.index], "age": by_id.to_numpy()}
     )
     return split, table[SEED_TABLE_COLUMNS]
-
-
-def plot_split(seed_table: pd.DataFrame, split: pd.DataFrame, path: str | Path) -> None:
-    """Figure for the report: KS D per seed against the stratified D, and the chosen split's ages.
-
-    Left: each seed's KS D (best seed marked) and the stratified split's D as a line. Right:
-    age histograms (as densities, since the sets differ in size) of eval and of train+tune, with
-    the uniform density the evaluation set aims for. PNG or PDF by the extension of ``path``.
-    """
-    fig = Figure(figsize=(11, 4.2), layout="constrained")
-    FigureCanvasAgg(fig)
-    ax_seeds, ax_ages = fig.subplots(1, 2)
-
-    searched = seed_table[seed_table["method"] == "seed_search"].sort_values("seed")
-    ax_seeds.plot(searched["seed"], searched["ks_d"], ".", ms=3, color="0.6", label="train_test_split seeds")
-    for row in searched[searched["best_seed"]].itertuples():
-        ax_seeds.plot(row.seed, row.ks_d, "o", color="C1", label=f"best seed {row.seed} (D = {row.ks_d:.3f})")
-    for row in seed_table[seed_table["method"] == "stratified"].itertuples():
-        ax_seeds.axhline(row.ks_d, color="C0", label=f"stratified (D = {row.ks_d:.3f})")
-    ax_seeds.set_xlabel("random seed")
-    ax_seeds.set_ylabel("KS D of evaluation ages vs uniform")
-    ax_seeds.legend(loc="upper right", fontsize="small")
-
-    chosen = seed_table.loc[seed_table["chosen"], "method"]
-    evaluation = split.loc[split["set"] == "eval", "age"]
-    development = split.loc[split["set"] != "eval", "age"]
-    lo, hi = float(split["age"].min()), float(split["age"].max())
-    edges = np.linspace(lo, hi, 11)
-    ax_ages.hist(
-        development, bins=edges, density=True, alpha=0.5, color="0.5", label=f"train + tune (n = {len(development)})"
-    )
-    ax_ages.hist(
-        evaluation, bins=edges, density=True, histtype="step", lw=2, color="C0", label=f"eval (n = {len(evaluation)})"
-    )
-    ax_ages.axhline(1 / (hi - lo), ls="--", color="k", lw=1, label="uniform")
-    ax_ages.set_xlabel("age (years)")
-    ax_ages.set_ylabel("density")
-    ax_ages.set_title(f"chosen split: {chosen.iloc[0] if len(chosen) else '?'}", fontsize="medium")
-    ax_ages.legend(loc="upper right", fontsize="small")
-    save_figure(fig, path, dpi=150)
 
 
 def _ages_by_subject(subjects: pd.Series | Sequence[str], ages: pd.Series | Sequence[float]) -> pd.Series:
@@ -266,7 +224,7 @@ def _ages_by_subject(subjects: pd.Series | Sequence[str], ages: pd.Series | Sequ
     repeated = sorted(s for s, n in Counter(ids).items() if n > 1)
     if repeated:
         raise SplitError(f"subjects listed more than once: {', '.join(repeated[:10])}")
-    unknown = [s for s, a in zip(ids, values) if not np.isfinite(a)]
+    unknown = [s for s, a in zip(ids, values, strict=True) if not np.isfinite(a)]
     if unknown:
         raise SplitError(f"subjects without an age: {', '.join(unknown[:10])}")
     return pd.Series(values, index=pd.Index(ids, name="subject"), name="age").sort_index()
@@ -293,7 +251,8 @@ def _check_bins(bins: np.ndarray, quotas: np.ndarray, edges: np.ndarray) -> None
     ]
     if thin:
         raise SplitError(
-            "too few subjects in age bin(s) for a uniform evaluation set: " + "; ".join(thin)
+            "too few subjects in age bin(s) for a uniform evaluation set: "
+            + "; ".join(thin)
             + " (use fewer bins or a smaller evaluation set)"
         )
 
@@ -325,11 +284,11 @@ class _Balancer:
         """How far below its cohort share the candidate's categories are (higher = more needed)."""
         return sum(
             share[c[i]] * (self.n + 1) - count.get(c[i], 0)
-            for c, share, count in zip(self.codes, self.shares, self.counts)
+            for c, share, count in zip(self.codes, self.shares, self.counts, strict=True)
         )
 
     def add(self, i: int) -> None:
-        for c, count in zip(self.codes, self.counts):
+        for c, count in zip(self.codes, self.counts, strict=True):
             count[c[i]] = count.get(c[i], 0) + 1
         self.n += 1
 
@@ -339,7 +298,7 @@ def _pick(
 ) -> int:
     """The nearest subject to ``target``; near-equals are decided by balance, then seeded order."""
     distance = np.abs(values[pool] - target)
-    near = [i for i, d in zip(pool, distance) if d <= tolerance]
+    near = [i for i, d in zip(pool, distance, strict=True) if d <= tolerance]
     if not near:
         return min(pool, key=lambda i: (abs(values[i] - target), priority[i]))
     return max(near, key=lambda i: (balancer.deficit(i), -priority[i]))

@@ -7,13 +7,14 @@ PD voxels straight to grid voxels through one combined matrix, with no intermedi
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
 from scipy import ndimage
 
 from brainage.io import ImageError, load_image, save_array
+from brainage.vocabulary import BINARY_CHANNELS
 
 # A binary channel becomes the fraction of each grid voxel it covers (3x3x3 sub-samples), kept
 # where that fraction reaches this value: a vessel of two thirds of a grid voxel's width, however
@@ -36,7 +37,12 @@ def training_grid(
 def resample(data: np.ndarray, grid_to_source_voxels: np.ndarray, shape: Sequence[int], order: int) -> np.ndarray:
     """Sample ``data`` at the grid voxels through one voxel-to-voxel matrix; zero outside."""
     return ndimage.affine_transform(
-        data.astype(np.float32), grid_to_source_voxels, output_shape=tuple(shape), order=order, mode="constant", cval=0.0
+        data.astype(np.float32),
+        grid_to_source_voxels,
+        output_shape=tuple(shape),
+        order=order,
+        mode="constant",
+        cval=0.0,
     )
 
 
@@ -64,21 +70,22 @@ def zscore_in_mask(values: np.ndarray, mask: np.ndarray) -> np.ndarray:
 def make_training_arrays(
     subject: str,
     images: Mapping[str, Path],
-    binary: Collection[str],
     brain_mask: Path,
     grid_shape: Sequence[int],
     grid_spacing: float | Sequence[float],
-    out_dir: Path,
+    arrays: Mapping[str, Path],
     pd_from_template: np.ndarray | None,
-) -> dict[str, str]:
-    """Write ``<out_dir>/<channel>.npy`` for each PD-space image in ``images``; return {channel: path}.
+) -> None:
+    """Write each channel's PD-space image in ``images`` as the array ``arrays[channel]`` (``.npy``).
 
     With ``pd_from_template`` the grid is in template (MNI) space, centred on the MNI brain centre,
     and grid point p maps to PD by ``pd_from_template @ p``; without it the grid is in PD space,
-    centred on the brain mask's centroid. Channels named in ``binary`` stay uint8 0/1 (area-fraction
-    rule, :data:`BINARY_KEEP_FRACTION`); the others
-    are linearly interpolated, z-scored inside the resampled brain mask and stored as float16.
+    centred on the brain mask's centroid. :data:`brainage.vocabulary.BINARY_CHANNELS` stay uint8 0/1
+    (area-fraction rule, :data:`BINARY_KEEP_FRACTION`); the others are linearly interpolated,
+    z-scored inside the resampled brain mask and stored as float16.
     """
+    if set(arrays) != set(images):
+        raise ValueError(f"subject {subject}: images of channels {sorted(images)}, arrays of {sorted(arrays)}")
     mask_img = load_image(brain_mask, subject)
     mask = np.asanyarray(mask_img.dataobj) > 0
     if pd_from_template is None:
@@ -90,18 +97,14 @@ def make_training_arrays(
         grid_to_pd = np.asarray(pd_from_template, dtype=float) @ grid
     grid_mask = resample(mask, np.linalg.inv(mask_img.affine) @ grid_to_pd, grid_shape, order=1) >= 0.5
 
-    paths: dict[str, str] = {}
     for channel, path in images.items():
         img = load_image(path, subject)
         if img.shape != mask_img.shape or not np.allclose(img.affine, mask_img.affine, atol=1e-3):
             raise ImageError(path, f"grid differs from the brain mask {brain_mask}", subject)
         voxel_map = np.linalg.inv(img.affine) @ grid_to_pd
         data = np.asanyarray(img.dataobj)
-        if channel in binary:
+        if channel in BINARY_CHANNELS:
             array: np.ndarray = (coverage(data > 0, voxel_map, grid_shape) >= BINARY_KEEP_FRACTION).astype(np.uint8)
         else:
             array = zscore_in_mask(resample(data, voxel_map, grid_shape, order=1), grid_mask).astype(np.float16)
-        target = Path(out_dir) / f"{channel}.npy"
-        save_array(array, target)
-        paths[channel] = str(target)
-    return paths
+        save_array(array, Path(arrays[channel]))

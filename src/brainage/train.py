@@ -11,7 +11,7 @@ is stepped after every batch (smooth, and independent of where early stopping en
 Selection: the epoch with the lowest tune MAE is kept; training stops after ``patience``
 epochs without improvement. The eval MAE is computed every epoch for the learning curve only.
 
-Resumption: after every epoch the full state goes to ``checkpoint_dir`` (outside the rule's
+Resumption: after every epoch the full state goes to the ``checkpoint`` file (outside the rule's
 outputs). A rerun with the same configuration and data resumes after the last completed epoch
 and ends with the same history as an uninterrupted run. Outputs are written only at the end,
 each atomically, and the checkpoint is removed once they exist.
@@ -37,22 +37,27 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
-from brainage.data import AgeDataset, binary_channels, build_transforms, make_loader
+from brainage.data import AgeDataset, build_transforms, make_loader
 from brainage.device import select_device
 from brainage.io import atomic_path, write_table
-from brainage.models import SFCN, build_model, load_init_weights, sfcn_kl_loss, sfcn_soft_labels
+from brainage.models import SFCN, build_model, count_parameters, load_init_weights, sfcn_kl_loss, sfcn_soft_labels
+from brainage.vocabulary import BINARY_CHANNELS, EVAL, SUBSETS, TRAIN, TUNE
 
 SCHEDULES = ("cosine", "onecycle")
 HISTORY_COLUMNS = ["epoch", "train_loss", "tune_mae", "eval_mae", "lr", "seconds", "samples_per_s"]
 PREDICTION_COLUMNS = ["subject", "set", "age", "predicted"]
-CHECKPOINT_NAME = "train_state.pt"
 # Keys that change where and how fast the run goes, not what it computes: a rerun with other
 # values may resume the same run.
 _NON_RESULT_KEYS = ("workers", "device")
-_NUMERIC_KEYS: dict[str, type] = {
-    "epochs": int, "batch_size": int, "lr": float, "weight_decay": float,
-    "grad_clip": float, "patience": int, "workers": int,
-}
+
+
+@dataclasses.dataclass(frozen=True)
+class RunOutputs:
+    """The files :func:`train_run` writes at the end of a run; the rule ``train`` names them."""
+
+    weights: Path  # the selected epoch's model (torch.save), see brainage.models.load_trained_model
+    history: Path  # CSV, one row per epoch: HISTORY_COLUMNS
+    predictions: Path  # CSV, one row per subject: PREDICTION_COLUMNS
 
 
 class TrainingError(RuntimeError):
@@ -61,7 +66,13 @@ class TrainingError(RuntimeError):
 
 @dataclasses.dataclass(frozen=True)
 class TrainingConfig:
-    """The ``training`` section of the config, validated."""
+    """The ``training`` section of the config (with the model's overrides).
+
+    config/schema.yaml has checked its keys, types and bounds before any job, and
+    tests/test_config.py pins the schema's training keys and types to these fields. The
+    defaults serve callers outside the workflow (tests, benchmarks), whose dictionaries may
+    leave keys out.
+    """
 
     epochs: int
     batch_size: int
@@ -77,36 +88,8 @@ class TrainingConfig:
     amp: bool = False
     precise_bn: bool = False
     # The config's device choice; the workflow passes it as train_run's ``device`` argument,
-    # which is what counts. Accepted here so the whole training section validates.
+    # which is what counts. A field so that the whole training section can be passed.
     device: str = "auto"
-
-    @classmethod
-    def from_dict(cls, training: dict[str, Any]) -> TrainingConfig:
-        """Validate keys and values; errors name the offending key."""
-        fields = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(training) - fields)
-        if unknown:
-            raise ValueError(f"unknown training keys {unknown}; valid keys: {', '.join(sorted(fields))}")
-        missing = [key for key in ("epochs", "batch_size", "lr") if key not in training]
-        if missing:
-            raise ValueError(f"training config lacks required keys {missing}")
-        values = {**training, "augmentation": training.get("augmentation") or []}
-        # YAML reads "1e-3" (no dot) as a string; coerce numbers and name the key that fails.
-        for key, kind in _NUMERIC_KEYS.items():
-            if values.get(key) is not None:
-                try:
-                    values[key] = kind(values[key])
-                except (TypeError, ValueError) as error:
-                    raise ValueError(f"training.{key} must be a number, got {values[key]!r}") from error
-        config = cls(**values)
-        if config.schedule not in SCHEDULES:
-            raise ValueError(f"training.schedule is {config.schedule!r}; valid: {', '.join(SCHEDULES)}")
-        for key in ("epochs", "batch_size"):
-            if int(getattr(config, key)) < 1:
-                raise ValueError(f"training.{key} must be at least 1, got {getattr(config, key)}")
-        if config.patience is not None and config.patience < 1:
-            raise ValueError(f"training.patience must be at least 1 (or null to disable), got {config.patience}")
-        return config
 
 
 def train_run(
@@ -116,16 +99,17 @@ def train_run(
     model_name: str,
     model_params: dict[str, Any],
     training: dict[str, Any],
-    out_dir: Path,
-    checkpoint_dir: Path,
+    outputs: RunOutputs,
+    checkpoint: Path,
     threads: int,
     seed: int,
     device: str = "auto",
     log: Callable[[str], None] = print,
 ) -> None:
-    """Train, select by tune MAE, and write ``model.pt``, ``history.csv``, ``predictions.csv``."""
-    config = TrainingConfig.from_dict(training)
-    out_dir, checkpoint_dir = Path(out_dir), Path(checkpoint_dir)
+    """Train, select by tune MAE, and write ``outputs``; the state after each epoch goes to
+    ``checkpoint``, which is removed once the outputs exist."""
+    config = TrainingConfig(**training)
+    checkpoint = Path(checkpoint)
     dev = select_device(device)
     if dev.type == "cpu":
         torch.set_num_threads(threads)
@@ -136,22 +120,24 @@ def train_run(
         log("amp requested but the device is the CPU: training in float32")
     seed_everything(seed)
 
-    datasets = {subset: AgeDataset(manifest, split, subset, channels) for subset in ("train", "tune", "eval")}
-    for subset in ("train", "tune"):
+    datasets = {subset: AgeDataset(manifest, split, subset, channels) for subset in SUBSETS}
+    for subset in (TRAIN, TUNE):
         if len(datasets[subset]) == 0:
             raise ValueError(f"the split has no {subset!r} subjects")
-    train_set = AgeDataset(
-        manifest, split, "train", channels, build_transforms(config.augmentation, binary_channels(datasets["train"]))
-    )
-    params = _model_params(model_name, model_params, config.norm, datasets["train"].ages)
+    binary = [channel for channel in channels if channel in BINARY_CHANNELS]
+    train_set = AgeDataset(manifest, split, TRAIN, channels, build_transforms(config.augmentation, binary))
+    params = _model_params(model_name, model_params, config.norm, datasets[TRAIN].ages)
     model = build_model(model_name, len(channels), **params)
     if isinstance(model, SFCN):
         _check_sfcn_range(model, datasets)
     if config.init_weights:
         report = load_init_weights(model, config.init_weights)
         log(f"init weights {config.init_weights}: {len(report['matched'])} tensors loaded")
+        for kind in ("missing", "unexpected", "mismatched"):
+            if report[kind]:
+                log(f"  {kind}: {', '.join(report[kind])}")
     model.to(dev)
-    log(f"{model_name}: {sum(p.numel() for p in model.parameters()):,} parameters on {dev}, {len(train_set)} train subjects")
+    log(f"{model_name}: {count_parameters(model):,} parameters on {dev}, {len(train_set)} train subjects")
 
     train_loader = make_loader(train_set, config.batch_size, True, config.workers, seed, dev.type)
     eval_loaders = {
@@ -162,10 +148,9 @@ def train_run(
     scheduler = _scheduler(optimizer, config, config.epochs * len(train_loader))
 
     key = _config_key(manifest, split, channels, model_name, params, config, seed)
-    checkpoint_path = checkpoint_dir / CHECKPOINT_NAME
     state = _RunState()
-    if checkpoint_path.exists():
-        saved = _read_checkpoint(checkpoint_path, key, log)
+    if checkpoint.exists():
+        saved = _read_checkpoint(checkpoint, key, log)
         if saved is not None:
             state = _restore(saved, model, optimizer, scheduler, train_loader, dev)
             log(f"resuming from epoch {state.epoch}")
@@ -184,18 +169,18 @@ def train_run(
             state.stale_epochs = 0
         else:
             state.stale_epochs += 1
-        _save_checkpoint(checkpoint_path, key, state, model, optimizer, scheduler, train_loader)
+        _save_checkpoint(checkpoint, key, state, model, optimizer, scheduler, train_loader)
         log(_epoch_line(row, state, config, model, improved))
     if _patience_exhausted(state, config) and state.epoch < config.epochs:
         log(f"early stopping after epoch {state.epoch}: tune MAE has not improved for {config.patience} epochs")
 
     model.load_state_dict(state.best_state)
     log(f"selected epoch {state.best_epoch} (tune MAE {state.best_mae:.3f})")
-    tables = [_predictions(model, eval_loaders[subset], subset, dev, amp) for subset in ("train", "tune", "eval")]
+    tables = [_predictions(model, eval_loaders[subset], subset, dev, amp) for subset in SUBSETS]
     predictions = pd.concat([table for table in tables if len(table)], ignore_index=True)
-    write_table(predictions, out_dir / "predictions.csv")
-    write_table(pd.DataFrame(state.history, columns=HISTORY_COLUMNS), out_dir / "history.csv")
-    with atomic_path(out_dir / "model.pt") as tmp:
+    write_table(predictions, outputs.predictions)
+    write_table(pd.DataFrame(state.history, columns=HISTORY_COLUMNS), outputs.history)
+    with atomic_path(outputs.weights) as tmp:
         torch.save(
             {
                 "state_dict": state.best_state,
@@ -208,7 +193,7 @@ def train_run(
             },
             tmp,
         )
-    checkpoint_path.unlink(missing_ok=True)
+    checkpoint.unlink(missing_ok=True)
 
 
 @dataclasses.dataclass
@@ -234,9 +219,7 @@ def _patience_exhausted(state: _RunState, config: TrainingConfig) -> bool:
     return config.patience is not None and state.stale_epochs >= config.patience
 
 
-def _model_params(
-    model_name: str, model_params: dict[str, Any], norm: str, train_ages: np.ndarray
-) -> dict[str, Any]:
+def _model_params(model_name: str, model_params: dict[str, Any], norm: str, train_ages: np.ndarray) -> dict[str, Any]:
     """Complete the config's model parameters with the norm and, for regression heads, the
     training age mean and SD (unless the config fixes them)."""
     params = {**model_params, "norm": norm}
@@ -249,7 +232,9 @@ def _model_params(
 def _check_sfcn_range(model: SFCN, datasets: dict[str, AgeDataset]) -> None:
     """SFCN can only predict ages inside its bins: refuse subjects outside them, by id."""
     for subset, dataset in datasets.items():
-        outside = [s for s, a in zip(dataset.subjects, dataset.ages, strict=True) if not model.age_min <= a < model.age_max]
+        outside = [
+            s for s, a in zip(dataset.subjects, dataset.ages, strict=True) if not model.age_min <= a < model.age_max
+        ]
         if outside:
             raise ValueError(
                 f"{subset} subjects {outside} have ages outside the SFCN bins "
@@ -257,11 +242,15 @@ def _check_sfcn_range(model: SFCN, datasets: dict[str, AgeDataset]) -> None:
             )
 
 
-def _scheduler(optimizer: torch.optim.Optimizer, config: TrainingConfig, total_steps: int) -> torch.optim.lr_scheduler.LRScheduler:
+def _scheduler(
+    optimizer: torch.optim.Optimizer, config: TrainingConfig, total_steps: int
+) -> torch.optim.lr_scheduler.LRScheduler:
     """Cosine annealing to zero or one-cycle with peak ``lr``, both over all planned batches."""
     if config.schedule == "onecycle":
         return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=config.lr, total_steps=total_steps)
-    return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total_steps)
+    if config.schedule == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total_steps)
+    raise ValueError(f"training.schedule is {config.schedule!r}; valid: {', '.join(SCHEDULES)}")
 
 
 def _objective(model: nn.Module, images: Tensor, ages: Tensor) -> tuple[Tensor, Tensor]:
@@ -309,9 +298,9 @@ def _run_epoch(
         seen += len(subjects)
     train_seconds = time.perf_counter() - start
     if config.precise_bn:
-        recompute_batch_norm_statistics(model, eval_loaders["train"], device, amp)
-    tune = _predictions(model, eval_loaders["tune"], "tune", device, amp)
-    evaluation = _predictions(model, eval_loaders["eval"], "eval", device, amp)
+        recompute_batch_norm_statistics(model, eval_loaders[TRAIN], device, amp)
+    tune = _predictions(model, eval_loaders[TUNE], TUNE, device, amp)
+    evaluation = _predictions(model, eval_loaders[EVAL], EVAL, device, amp)
     return {
         "epoch": epoch,
         "train_loss": abs_error / seen,
@@ -384,7 +373,9 @@ def _predictions(model: nn.Module, loader: DataLoader, subset: str, device: torc
     )
 
 
-def _epoch_line(row: dict[str, float], state: _RunState, config: TrainingConfig, model: nn.Module, improved: bool) -> str:
+def _epoch_line(
+    row: dict[str, float], state: _RunState, config: TrainingConfig, model: nn.Module, improved: bool
+) -> str:
     """One log line: losses, lr, timing, throughput and the ETA to the planned last epoch."""
     mean_seconds = sum(r["seconds"] for r in state.history) / len(state.history)
     eta = datetime.timedelta(seconds=round(mean_seconds * (config.epochs - state.epoch)))

@@ -48,13 +48,17 @@ STOP = HERE / "stop_slurm.sh"
 # options beat the workflow profile.  The caller's extra_args come after them.
 TEST_OVERRIDES = [
     # Poll SLURM after 2 s instead of 40 s.
-    "--slurm-init-seconds-before-status-checks", "2",
+    "--slurm-init-seconds-before-status-checks",
+    "2",
     # No accounting database here: job states come from squeue (MinJobAge=3600).
-    "--slurm-status-command", "squeue",
+    "--slurm-status-command",
+    "squeue",
     # Same disk, no NFS delay.
-    "--latency-wait", "5",
+    "--latency-wait",
+    "5",
     # Fail at once rather than resubmitting a failed job.
-    "--retries", "0",
+    "--retries",
+    "0",
     "--slurm-keep-successful-logs",
 ]
 
@@ -86,7 +90,7 @@ class SlurmCluster:
         return env
 
     def run(self, *command: str, timeout: float = 60) -> subprocess.CompletedProcess:
-        return subprocess.run(command, env=self.env, capture_output=True, text=True, timeout=timeout)
+        return subprocess.run(command, env=self.env, capture_output=True, text=True, timeout=timeout, check=False)
 
 
 @dataclass
@@ -154,14 +158,18 @@ def start_cluster(state: Path | None = None, timeout: float = 900) -> SlurmClust
         raise SlurmUnavailable("the local SLURM cluster needs root (apt-get, slurmd running jobs)")
     try:
         import snakemake_executor_plugin_slurm  # noqa: F401
-    except ImportError:
-        raise SlurmUnavailable("snakemake-executor-plugin-slurm is not installed in this environment")
+    except ImportError as error:
+        raise SlurmUnavailable("snakemake-executor-plugin-slurm is not installed in this environment") from error
     with _locked(state):
         already = bool(_live_users(state))
         t0 = time.monotonic()
         proc = subprocess.run(
-            ["bash", str(START), str(state)], capture_output=True, text=True, timeout=timeout,
+            ["bash", str(START), str(state)],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
             stdin=subprocess.DEVNULL,
+            check=False,
         )
         seconds = time.monotonic() - t0
         output = proc.stdout + proc.stderr
@@ -180,7 +188,9 @@ def stop_cluster(cluster: SlurmCluster) -> str:
         (cluster.state_dir / "users" / str(os.getpid())).unlink(missing_ok=True)
         if _live_users(cluster.state_dir):
             return "cluster still used by another test process; left running"
-        proc = subprocess.run(["bash", str(STOP), str(cluster.state_dir)], capture_output=True, text=True, timeout=120)
+        proc = subprocess.run(
+            ["bash", str(STOP), str(cluster.state_dir)], capture_output=True, text=True, timeout=120, check=False
+        )
         return proc.stdout + proc.stderr
 
 
@@ -202,21 +212,24 @@ def slurm_cluster():
 
 def slurm_jobs(cluster: SlurmCluster, run_id: str) -> list[SlurmJob]:
     """The jobs SLURM still remembers (MinJobAge) under the plugin's run ID (= job name)."""
-    proc = cluster.run("squeue", "--states=all", "--noheader", "--name", run_id,
-                       "--format=%i|%j|%k|%T|%V|%S|%e|%C|%m|%b")
+    proc = cluster.run(
+        "squeue", "--states=all", "--noheader", "--name", run_id, "--format=%i|%j|%k|%T|%V|%S|%e|%C|%m|%b"
+    )
     if proc.returncode != 0:
         raise RuntimeError(f"squeue failed: {proc.stderr}")
     # %b (tres per node) misses `--gpus`; the job's TRES request needs --Format.
-    tres_proc = cluster.run("squeue", "--states=all", "--noheader", "--name", run_id,
-                            "--Format=JobID:20,tres-per-job:200")
+    tres_proc = cluster.run(
+        "squeue", "--states=all", "--noheader", "--name", run_id, "--Format=JobID:20,tres-per-job:200"
+    )
     tres = dict(line.split(None, 1) for line in tres_proc.stdout.splitlines() if len(line.split()) == 2)
     jobs = []
     for line in proc.stdout.splitlines():
         if line.strip():
             job_id, name, comment, state, submit, start, end, cpus, memory, per_node = line.strip().split("|")
             requested = ",".join(t for t in (tres.get(job_id, "").strip(), per_node) if t and t != "N/A")
-            jobs.append(SlurmJob(int(job_id), name, comment, state, submit, start, end, int(cpus), memory,
-                                 requested or "N/A"))
+            jobs.append(
+                SlurmJob(int(job_id), name, comment, state, submit, start, end, int(cpus), memory, requested or "N/A")
+            )
     return sorted(jobs, key=lambda job: job.job_id)
 
 
@@ -242,16 +255,25 @@ def run_through_slurm(
     workdir.mkdir(parents=True, exist_ok=True)
     command = [
         str(SNAKEMAKE),
-        "--snakefile", str(snakefile),
-        "--directory", str(workdir),
-        "--workflow-profile", str(profile),
+        "--snakefile",
+        str(snakefile),
+        "--directory",
+        str(workdir),
+        "--workflow-profile",
+        str(profile),
         *TEST_OVERRIDES,
         *extra_args,
     ]
     t0 = time.monotonic()
     popen = subprocess.Popen(
-        command, env=cluster.env, cwd=workdir, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-        stdin=subprocess.DEVNULL, text=True, start_new_session=True,
+        command,
+        env=cluster.env,
+        cwd=workdir,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        stdin=subprocess.DEVNULL,
+        text=True,
+        start_new_session=True,
     )
     try:
         stdout, stderr = popen.communicate(timeout=timeout)
@@ -261,7 +283,8 @@ def run_through_slurm(
         run_id = _run_id(stdout + stderr)
         if run_id:
             cluster.run("scancel", "--name", run_id)
-        raise subprocess.TimeoutExpired(command, timeout, output=stdout, stderr=stderr)
+        # Replaces communicate()'s timeout: the same timeout, now with the output.
+        raise subprocess.TimeoutExpired(command, timeout, output=stdout, stderr=stderr) from None
     wall = time.monotonic() - t0
     proc = subprocess.CompletedProcess(command, popen.returncode, stdout, stderr)
     log = stdout + stderr

@@ -1,4 +1,4 @@
-# Paths, input functions and checks shared by every rules file.
+# Input functions and checks shared by every rules file; every path comes from brainage.paths.derived.
 
 import functools
 import os
@@ -10,28 +10,21 @@ import pandas as pd
 from brainage import demographics, ixi, synth
 from brainage.config import check_config
 from brainage.io import read_table
+from brainage.paths import RESULTS, derived, ixi_archive
+from brainage.vocabulary import CHANNELS, RAW_SCANS, T1, TOF, TOF_BIN
 
 # A configuration that passed is remembered under .snakemake/, so reruns skip importing torch.
 check_config(config, Path(".snakemake") / "brainage_checked_configs")
 
-RESULTS = Path("results")
-SYNTHETIC = RESULTS / "synthetic"
-SYNTHETIC_TRUTH = SYNTHETIC / "subjects" / "{subject}" / "{subject}.json"
-PREPROCESS = RESULTS / "preprocess" / "{subject}"
-TRAIN = RESULTS / "train" / "{modality}" / "{model}" / "replicate{replicate}"
-# Outside the rule's outputs, so that Snakemake does not delete a half-trained run's state.
-TRAIN_CHECKPOINTS = RESULTS / "checkpoints" / "{modality}" / "{model}" / "replicate{replicate}"
-LOGS = RESULTS / "logs"
-BENCHMARKS = RESULTS / "benchmarks"
-
 IS_SYNTHETIC = config["dataset"]["source"] == "synthetic"
 DOWNLOADS_IXI = not IS_SYNTHETIC and config["dataset"].get("download", False)
-IXI_DOWNLOADS = Path(config["dataset"].get("download_dir", "results/ixi/downloads"))
+# The entities of one training run, as wildcards.
+RUN_WILDCARDS = {"modality": "{modality}", "model": "{model}", "replicate": "{replicate}"}
 
 
 wildcard_constraints:
     subject=r"IXI\d{3}",
-    modality="|".join(map(re.escape, config["modalities"])),
+    modality="|".join(map(re.escape, config["channel_sets"])),
     model="|".join(config["models"]),
     replicate=r"\d+",
 
@@ -59,17 +52,23 @@ def ixi_file_entry(name: str) -> ixi.FileEntry:
 
 
 def raw_dir() -> str:
-    return str(SYNTHETIC / "IXI") if IS_SYNTHETIC else config["dataset"]["raw_dir"]
+    return rules.assemble_synthetic_ixi.output.raw if IS_SYNTHETIC else config["dataset"]["raw_dir"]
 
 
 def demographics_sheet() -> str:
-    return str(SYNTHETIC / "IXI.xls") if IS_SYNTHETIC else config["dataset"]["demographics"]
+    return rules.assemble_synthetic_ixi.output.sheet if IS_SYNTHETIC else config["dataset"]["demographics"]
+
+
+def download_dir() -> Path:
+    return Path(config["dataset"].get("download_dir", derived("ixi", name="downloads")))
 
 
 def check_existing_sheet() -> None:
     """A sheet that is already there is read now, so a wrong sheet or column stops the run before any job."""
+    if IS_SYNTHETIC:
+        return
     sheet = Path(demographics_sheet())
-    if not IS_SYNTHETIC and sheet.exists():
+    if sheet.exists():
         demographics.read_demographics(sheet, config["dataset"]["sheet"])
 
 
@@ -95,7 +94,7 @@ def included_subjects(wildcards=None) -> list[str]:
 
 def raw_images(wildcards) -> dict[str, str]:
     row = inventory_table().set_index("subject").loc[wildcards.subject]
-    return {"pd": row["path_PD"], "t1": row["path_T1"], "mra": row["path_MRA"]}
+    return {scan: row[f"path_{scan}"] for scan in RAW_SCANS}
 
 
 def per_subject(pattern):
@@ -107,8 +106,27 @@ def per_subject(pattern):
     return expand_subjects
 
 
+def channel_arrays(subject: str, channels=CHANNELS) -> dict[str, str]:
+    """{channel: the subject's training array}: the outputs of rule training_arrays."""
+    return {channel: str(derived("preprocess", subject=subject, channel=channel)) for channel in channels}
+
+
+def training_arrays(subjects: list[str], channels=CHANNELS) -> dict[str, dict[str, str]]:
+    """{subject: {channel: training array}} for several subjects."""
+    return {subject: channel_arrays(subject, channels) for subject in subjects}
+
+
+def array_files(arrays: dict[str, dict[str, str]]) -> list[str]:
+    return [path for channels in arrays.values() for path in channels.values()]
+
+
+def synthetic_truth(wildcards) -> str:
+    """The subject's ground truth, written by rule synthesize_subject into the subject's folder."""
+    return str(derived("synthetic", subject=wildcards.subject, ext=".json"))
+
+
 def ground_truth(wildcards) -> list[str]:
-    return [str(SYNTHETIC_TRUTH).format(subject=wildcards.subject)] if IS_SYNTHETIC else []
+    return [synthetic_truth(wildcards)] if IS_SYNTHETIC else []
 
 
 def model_training(model: str) -> dict:
@@ -128,7 +146,9 @@ def trains_on_gpu(model: str) -> bool:
         return False
     if device == "auto":
         hidden = os.environ.get("CUDA_VISIBLE_DEVICES") in ("", "-1")
-        return not hidden and any(Path("/dev").glob("nvidia[0-9]*"))
+        # The system's device folder, built from os.sep: snakemake --lint takes a quoted absolute
+        # path for a data path that should be configurable.
+        return not hidden and any(Path(os.sep, "dev").glob("nvidia[0-9]*"))
     return True
 
 
@@ -137,13 +157,20 @@ def runs() -> list[tuple[str, str, int]]:
     return [
         (modality, model, replicate)
         for replicate in config["replicates"]
-        for modality in config["modalities"]
+        for modality in config["channel_sets"]
         for model in config["models"]
     ]
 
 
-def run_outputs(name: str) -> list[str]:
-    return [str(TRAIN / name).format(modality=m, model=n, replicate=r) for m, n, r in runs()]
+def run_outputs(pattern) -> list[str]:
+    """`pattern` (an output of rule train) for every run, in the order of runs()."""
+    modalities, models, replicates = zip(*runs())
+    return expand(pattern, zip, modality=modalities, model=models, replicate=replicates)
+
+
+def channel_set(wildcards) -> list[str]:
+    """The channels of the run's modality."""
+    return config["channel_sets"][wildcards.modality]
 
 
 def training_seed(wildcards) -> int:
@@ -151,19 +178,18 @@ def training_seed(wildcards) -> int:
     return config["seed"] + int(wildcards.replicate)
 
 
-def final_outputs() -> list[str]:
-    outputs = [
-        RESULTS / "manifest" / "manifest.csv",
-        RESULTS / "manifest" / "qc_gallery.png",
-        RESULTS / "split" / "split.csv",
-        RESULTS / "split" / "split.png",
-        RESULTS / "evaluation" / "metrics.csv",
-        RESULTS / "evaluation" / "comparisons.csv",
-        RESULTS / "evaluation" / "learning_curves.png",
-        RESULTS / "evaluation" / "predictions.png",
-        RESULTS / "evaluation" / "error_vs_age.png",
-        RESULTS / "evaluation" / "mae.png",
-        RESULTS / "evaluation" / "benchmarks.png",
-        RESULTS / "figures" / "youngest_oldest.png",
+def final_outputs() -> list:
+    return [
+        rules.manifest.output.manifest,
+        rules.qc_gallery.output[0],
+        rules.split.output.split,
+        rules.split.output.figure,
+        rules.evaluate.output.metrics,
+        rules.evaluate.output.comparisons,
+        rules.evaluate.output.learning_curves,
+        rules.evaluate.output.predictions_figure,
+        rules.evaluate.output.error_vs_age,
+        rules.evaluate.output.mae,
+        rules.benchmark_summary.output.figure,
+        rules.youngest_and_oldest.output[0],
     ]
-    return [str(path) for path in outputs]

@@ -2,23 +2,25 @@
 
 
 rule synthesize_subject:
+    """One subject's raw scans in IXI's layout, and its ground truth beside them."""
     output:
-        directory(SYNTHETIC / "subjects" / "{subject}"),
-    params:
-        row=synthetic_row,
-        scale=config.get("synthetic", {}).get("scale"),
-        seed=config["seed"],
+        directory(derived("synthetic", subject="{subject}")),
     log:
-        LOGS / "synthesize_subject" / "{subject}.log",
+        derived("logs", rule="synthesize_subject", subject="{subject}"),
     benchmark:
-        BENCHMARKS / "synthesize_subject" / "{subject}.tsv"
+        derived("benchmarks", rule="synthesize_subject", subject="{subject}")
+    conda:
+        "../../envs/brainage.yaml"
     threads: 1
     resources:
         # Peak RSS 1.05 GB at synthetic.scale 1.0 (IXI's real geometry), 0.17 GB at the demo's 0.25.
         mem_mb=2000,
         runtime=10,
-    conda:
-        "../../envs/brainage.yaml"
+    params:
+        row=synthetic_row,
+        truth=synthetic_truth,
+        scale=config.get("synthetic", {}).get("scale"),
+        seed=config["seed"],
     script:
         "../scripts/synthesize_subject.py"
 
@@ -27,21 +29,21 @@ rule assemble_synthetic_ixi:
     """Lay the subjects out like the IXI download, read-only, with IXI.xls beside the folders."""
     input:
         subjects=expand(
-            SYNTHETIC / "subjects" / "{subject}",
+            rules.synthesize_subject.output[0],
             subject=synthetic_plan().query("imaged")["subject"] if IS_SYNTHETIC else [],
         ),
     output:
-        raw=directory(SYNTHETIC / "IXI"),
-        sheet=SYNTHETIC / "IXI.xls",
-        truth=SYNTHETIC / "ground_truth.csv",
+        raw=directory(derived("synthetic", name="IXI")),
+        sheet=derived("synthetic", name="IXI", ext=".xls"),
+        truth=derived("synthetic", name="ground_truth", ext=".csv"),
+    log:
+        derived("logs", rule="assemble_synthetic_ixi"),
+    benchmark:
+        derived("benchmarks", rule="assemble_synthetic_ixi")
+    conda:
+        "../../envs/brainage.yaml"
     params:
         plan=lambda wildcards: synthetic_plan(),
         seed=config["seed"],
-    log:
-        LOGS / "assemble_synthetic_ixi.log",
-    benchmark:
-        BENCHMARKS / "assemble_synthetic_ixi" / "all.tsv"
-    conda:
-        "../../envs/brainage.yaml"
     script:
         "../scripts/assemble_synthetic_ixi.py"

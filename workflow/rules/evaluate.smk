@@ -3,57 +3,57 @@
 
 rule evaluate:
     input:
-        predictions=run_outputs("predictions.csv"),
-        histories=run_outputs("history.csv"),
-        truth=[SYNTHETIC / "ground_truth.csv"] if IS_SYNTHETIC else [],
+        predictions=run_outputs(rules.train.output.predictions),
+        histories=run_outputs(rules.train.output.history),
+        truth=[rules.assemble_synthetic_ixi.output.truth] if IS_SYNTHETIC else [],
     output:
         metrics=report(
-            RESULTS / "evaluation" / "metrics.csv",
+            derived("evaluation", name="metrics", ext=".csv"),
             caption="../report/metrics.rst",
             category="5. Evaluation",
         ),
         comparisons=report(
-            RESULTS / "evaluation" / "comparisons.csv",
+            derived("evaluation", name="comparisons", ext=".csv"),
             caption="../report/comparisons.rst",
             category="5. Evaluation",
         ),
-        replicates=RESULTS / "evaluation" / "replicates.csv",
-        references=RESULTS / "evaluation" / "references.json",
+        replicates=derived("evaluation", name="replicates", ext=".csv"),
+        references=derived("evaluation", name="references", ext=".json"),
         learning_curves=report(
-            RESULTS / "evaluation" / "learning_curves.png",
+            derived("evaluation", name="learning_curves", ext=".png"),
             caption="../report/learning_curves.rst",
             category="4. Training",
         ),
-        learning_curves_pdf=RESULTS / "evaluation" / "learning_curves.pdf",
+        learning_curves_pdf=derived("evaluation", name="learning_curves", ext=".pdf"),
         predictions_figure=report(
-            RESULTS / "evaluation" / "predictions.png",
+            derived("evaluation", name="predictions", ext=".png"),
             caption="../report/predictions.rst",
             category="5. Evaluation",
         ),
-        predictions_pdf=RESULTS / "evaluation" / "predictions.pdf",
+        predictions_pdf=derived("evaluation", name="predictions", ext=".pdf"),
         error_vs_age=report(
-            RESULTS / "evaluation" / "error_vs_age.png",
+            derived("evaluation", name="error_vs_age", ext=".png"),
             caption="../report/error_vs_age.rst",
             category="5. Evaluation",
         ),
-        error_vs_age_pdf=RESULTS / "evaluation" / "error_vs_age.pdf",
+        error_vs_age_pdf=derived("evaluation", name="error_vs_age", ext=".pdf"),
         mae=report(
-            RESULTS / "evaluation" / "mae.png",
+            derived("evaluation", name="mae", ext=".png"),
             caption="../report/mae.rst",
             category="5. Evaluation",
         ),
-        mae_pdf=RESULTS / "evaluation" / "mae.pdf",
+        mae_pdf=derived("evaluation", name="mae", ext=".pdf"),
+    log:
+        derived("logs", rule="evaluate"),
+    benchmark:
+        derived("benchmarks", rule="evaluate")
+    conda:
+        "../../envs/brainage.yaml"
     params:
         runs=runs(),
         first_replicate=config["replicates"][0],
         bootstrap_resamples=config["evaluation"]["bootstrap_resamples"],
         seed=config["seed"],
-    log:
-        LOGS / "evaluate.log",
-    benchmark:
-        BENCHMARKS / "evaluate" / "all.tsv"
-    conda:
-        "../../envs/brainage.yaml"
     script:
         "../scripts/evaluate.py"
 
@@ -64,20 +64,20 @@ rule benchmark_summary:
         rules.evaluate.output.metrics,
     output:
         table=report(
-            RESULTS / "evaluation" / "benchmarks.csv",
+            derived("evaluation", name="benchmarks", ext=".csv"),
             caption="../report/benchmarks_table.rst",
             category="6. Cost",
         ),
         figure=report(
-            RESULTS / "evaluation" / "benchmarks.png",
+            derived("evaluation", name="benchmarks", ext=".png"),
             caption="../report/benchmarks.rst",
             category="6. Cost",
         ),
-    params:
-        folder=BENCHMARKS,
     log:
-        LOGS / "benchmark_summary.log",
+        derived("logs", rule="benchmark_summary"),
     conda:
         "../../envs/brainage.yaml"
+    params:
+        folder=str(derived("benchmarks")),
     script:
         "../scripts/benchmark_summary.py"

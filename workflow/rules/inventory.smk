@@ -6,23 +6,23 @@ checkpoint inventory:
         raw=raw_dir(),
         sheet=demographics_sheet(),
     output:
-        subjects=RESULTS / "inventory" / "subjects.csv",
-        exclusions=RESULTS / "inventory" / "exclusions.csv",
-    params:
-        sheet_name=config["dataset"]["sheet"],
-        required=config["dataset"]["required_modalities"],
-        age_range=config["dataset"]["age_range"],
+        subjects=derived("inventory", name="subjects", ext=".csv"),
+        exclusions=derived("inventory", name="exclusions", ext=".csv"),
     log:
-        LOGS / "inventory.log",
+        derived("logs", rule="inventory"),
     benchmark:
-        BENCHMARKS / "inventory" / "all.tsv"
+        derived("benchmarks", rule="inventory")
+    conda:
+        "../../envs/brainage.yaml"
     # Two: a larger request would never start on a two-core cluster node (as in the SLURM test).
     threads: 2
     resources:
         mem_mb=4000,
         runtime=60,
-    conda:
-        "../../envs/brainage.yaml"
+    params:
+        sheet_name=config["dataset"]["sheet"],
+        required=config["dataset"]["required_scans"],
+        age_range=config["dataset"]["age_range"],
     script:
         "../scripts/inventory.py"
 
@@ -32,12 +32,12 @@ rule youngest_and_oldest:
         inventory=rules.inventory.output.subjects,
     output:
         report(
-            RESULTS / "figures" / "youngest_oldest.png",
+            derived("figures", name="youngest_oldest", ext=".png"),
             caption="../report/youngest_oldest.rst",
             category="1. Data",
         ),
     log:
-        LOGS / "youngest_oldest.log",
+        derived("logs", rule="youngest_oldest"),
     conda:
         "../../envs/brainage.yaml"
     script:

@@ -6,7 +6,7 @@
 # delete: inside the working directory, holding no other output, and absent, empty or marked as
 # extracted by this workflow (the extraction marks it before writing anything into it). A user's
 # existing folder is refused here, naming the key, and is read with download: false instead.
-ixi.check_raw_dir(Path(raw_dir()), Path.cwd(), [RESULTS, IXI_DOWNLOADS])
+ixi.check_raw_dir(Path(raw_dir()), Path.cwd(), [RESULTS, download_dir()])
 
 
 wildcard_constraints:
@@ -15,40 +15,40 @@ wildcard_constraints:
 
 rule download_ixi:
     output:
-        IXI_DOWNLOADS / "{file}",
-    params:
-        entry=lambda wildcards: ixi_file_entry(wildcards.file),
+        download_dir() / "{file}",
     log:
-        LOGS / "download_ixi" / "{file}.log",
+        derived("logs", rule="download_ixi", name="{file}"),
     benchmark:
-        BENCHMARKS / "download_ixi" / "{file}.tsv"
+        derived("benchmarks", rule="download_ixi", name="{file}")
     retries: 2
+    conda:
+        "../../envs/brainage.yaml"
     resources:
         mem_mb=500,
         runtime=24 * 60,
-    conda:
-        "../../envs/brainage.yaml"
+    params:
+        entry=lambda wildcards: ixi_file_entry(wildcards.file),
     script:
         "../scripts/download_ixi.py"
 
 
 rule extract_ixi:
     input:
-        **{modality: IXI_DOWNLOADS / f"IXI-{modality}.tar" for modality in ("T1", "PD", "MRA")},
+        **{scan: download_dir() / ixi_archive(scan) for scan in RAW_SCANS},
     output:
         directory(raw_dir()),
-    params:
-        # Extraction checks each archive against these again: one already in download_dir when
-        # the run started never went through download_ixi, which Snakemake does not rerun.
-        entries={modality: ixi_file_entry(f"IXI-{modality}.tar") for modality in ("T1", "PD", "MRA")},
     log:
-        LOGS / "extract_ixi.log",
+        derived("logs", rule="extract_ixi"),
     benchmark:
-        BENCHMARKS / "extract_ixi" / "all.tsv"
+        derived("benchmarks", rule="extract_ixi")
+    conda:
+        "../../envs/brainage.yaml"
     resources:
         mem_mb=1000,
         runtime=6 * 60,
-    conda:
-        "../../envs/brainage.yaml"
+    params:
+        # Extraction checks each archive against these again: one already in download_dir when
+        # the run started never went through download_ixi, which Snakemake does not rerun.
+        entries={scan: ixi_file_entry(ixi_archive(scan)) for scan in RAW_SCANS},
     script:
         "../scripts/extract_ixi.py"

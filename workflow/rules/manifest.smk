@@ -6,32 +6,32 @@ rule manifest:
         inventory=rules.inventory.output.subjects,
         inventory_exclusions=rules.inventory.output.exclusions,
         qc=per_subject(rules.qc_subject.output.numbers),
-        arrays=per_subject(PREPROCESS / "tensors" / "T1.npy"),
+        arrays=lambda wildcards: array_files(training_arrays(included_subjects())),
     output:
         manifest=report(
-            RESULTS / "manifest" / "manifest.csv",
+            derived("manifest", name="manifest", ext=".csv"),
             caption="../report/manifest.rst",
             category="2. Preprocessing",
         ),
         exclusions=report(
-            RESULTS / "manifest" / "exclusions.csv",
+            derived("manifest", name="exclusions", ext=".csv"),
             caption="../report/exclusions.rst",
             category="2. Preprocessing",
         ),
         qc_table=report(
-            RESULTS / "manifest" / "qc_table.csv",
+            derived("manifest", name="qc_table", ext=".csv"),
             caption="../report/qc_table.rst",
             category="2. Preprocessing",
         ),
-    params:
-        qc_bounds=config["preprocessing"]["qc_bounds"],
-        channels=["T1", "TOF", "TOF_bin"],
     log:
-        LOGS / "manifest.log",
+        derived("logs", rule="manifest"),
     benchmark:
-        BENCHMARKS / "manifest" / "all.tsv"
+        derived("benchmarks", rule="manifest")
     conda:
         "../../envs/brainage.yaml"
+    params:
+        qc_bounds=config["preprocessing"]["qc_bounds"],
+        arrays=lambda wildcards: training_arrays(included_subjects()),
     script:
         "../scripts/manifest.py"
 
@@ -43,15 +43,18 @@ rule qc_gallery:
         tof=per_subject(rules.register.output.tof),
     output:
         report(
-            RESULTS / "manifest" / "qc_gallery.png",
+            derived("manifest", name="qc_gallery", ext=".png"),
             caption="../report/qc_gallery.rst",
             category="2. Preprocessing",
         ),
     log:
-        LOGS / "qc_gallery.log",
+        derived("logs", rule="qc_gallery"),
     benchmark:
-        BENCHMARKS / "qc_gallery" / "all.tsv"
+        derived("benchmarks", rule="qc_gallery")
     conda:
         "../../envs/brainage.yaml"
+    params:
+        # In the order of input.tof.
+        subjects=included_subjects,
     script:
         "../scripts/qc_gallery.py"

@@ -5,102 +5,100 @@
 rule template:
     """The MNI152 template and its brain mask at the training grid's spacing, once per study."""
     output:
-        t1=RESULTS / "template" / "template_T1.nii.gz",
-        mask=RESULTS / "template" / "template_brain_mask.nii.gz",
-    params:
-        spacing=config["preprocessing"]["grid"]["spacing"],
+        t1=derived("template", name="template_T1", ext=".nii.gz"),
+        mask=derived("template", name="template_brain_mask", ext=".nii.gz"),
     log:
-        LOGS / "template.log",
+        derived("logs", rule="template"),
     benchmark:
-        BENCHMARKS / "template" / "all.tsv"
+        derived("benchmarks", rule="template")
     conda:
         "../../envs/brainage.yaml"
+    params:
+        spacing=config["preprocessing"]["grid"]["spacing"],
     script:
         "../scripts/template.py"
 
 
 rule register:
+    """Where MRA becomes TOF: the raw MRA in, the TOF registered to PD out (brainage.vocabulary)."""
     input:
         unpack(raw_images),
         template=rules.template.output if config["preprocessing"]["template"] else [],
     output:
-        pd=PREPROCESS / "{subject}_PD.nii.gz",
-        t1=PREPROCESS / "{subject}_T1_reg_PD.nii.gz",
-        tof=PREPROCESS / "{subject}_TOF_reg_PD.nii.gz",
-        mask=PREPROCESS / "{subject}_brain_mask.nii.gz",
-        t1_transform=PREPROCESS / "{subject}_T1_to_PD.mat",
-        tof_transform=PREPROCESS / "{subject}_TOF_to_PD.mat",
-        summary=PREPROCESS / "{subject}_registration.json",
         **(
-            {"template_transform": PREPROCESS / "{subject}_PD_to_template.mat"}
+            {"template_transform": derived("preprocess", subject="{subject}", name="PD_to_template", ext=".mat")}
             if config["preprocessing"]["template"]
             else {}
         ),
-    params:
-        transform=config["preprocessing"]["registration"],
-        seed=config["seed"],
+        pd=derived("preprocess", subject="{subject}", name="PD", ext=".nii.gz"),
+        t1=derived("preprocess", subject="{subject}", name="T1_reg_PD", ext=".nii.gz"),
+        tof=derived("preprocess", subject="{subject}", name="TOF_reg_PD", ext=".nii.gz"),
+        mask=derived("preprocess", subject="{subject}", name="brain_mask", ext=".nii.gz"),
+        t1_transform=derived("preprocess", subject="{subject}", name="T1_to_PD", ext=".mat"),
+        tof_transform=derived("preprocess", subject="{subject}", name="TOF_to_PD", ext=".mat"),
+        summary=derived("preprocess", subject="{subject}", name="registration", ext=".json"),
     log:
-        LOGS / "register" / "{subject}.log",
+        derived("logs", rule="register", subject="{subject}"),
     benchmark:
-        BENCHMARKS / "register" / "{subject}.tsv"
+        derived("benchmarks", rule="register", subject="{subject}")
+    conda:
+        "../../envs/brainage.yaml"
     threads: 1
     resources:
         # Peak RSS at IXI's real size (T1 256×256×150, MRA 512×512×100): 1.3 GB.
         mem_mb=3000,
         runtime=30,
-    conda:
-        "../../envs/brainage.yaml"
+    params:
+        transform=config["preprocessing"]["registration"],
+        seed=config["seed"],
     script:
         "../scripts/register.py"
 
 
 rule binarize:
+    """The vessel mask: the registered TOF's brightest voxels inside the brain mask."""
     input:
         tof=rules.register.output.tof,
         mask=rules.register.output.mask,
     output:
-        PREPROCESS / "{subject}_TOF_reg_PD_bin.nii.gz",
-    params:
-        **config["preprocessing"]["binarize"],
+        derived("preprocess", subject="{subject}", name="TOF_reg_PD_bin", ext=".nii.gz"),
     log:
-        LOGS / "binarize" / "{subject}.log",
+        derived("logs", rule="binarize", subject="{subject}"),
     benchmark:
-        BENCHMARKS / "binarize" / "{subject}.tsv"
+        derived("benchmarks", rule="binarize", subject="{subject}")
+    conda:
+        "../../envs/brainage.yaml"
     threads: 1
     resources:
         mem_mb=2000,
         runtime=10,
-    conda:
-        "../../envs/brainage.yaml"
+    params:
+        **config["preprocessing"]["binarize"],
     script:
         "../scripts/binarize.py"
 
 
 rule training_arrays:
     input:
-        t1=rules.register.output.t1,
-        tof=rules.register.output.tof,
-        tof_bin=rules.binarize.output[0],
+        # Each channel's PD-space image, keyed by the channel.
+        **{T1: rules.register.output.t1, TOF: rules.register.output.tof, TOF_BIN: rules.binarize.output[0]},
         mask=rules.register.output.mask,
         summary=rules.register.output.summary,
     output:
-        **{
-            channel: PREPROCESS / "tensors" / f"{channel}.npy"
-            for channel in ("T1", "TOF", "TOF_bin")
-        },
-    params:
-        grid=config["preprocessing"]["grid"],
-        template=config["preprocessing"]["template"],
+        **channel_arrays("{subject}"),
     log:
-        LOGS / "training_arrays" / "{subject}.log",
+        derived("logs", rule="training_arrays", subject="{subject}"),
     benchmark:
-        BENCHMARKS / "training_arrays" / "{subject}.tsv"
+        derived("benchmarks", rule="training_arrays", subject="{subject}")
+    conda:
+        "../../envs/brainage.yaml"
     threads: 1
     resources:
         mem_mb=2000,
         runtime=10,
-    conda:
-        "../../envs/brainage.yaml"
+    params:
+        grid=config["preprocessing"]["grid"],
+        template=config["preprocessing"]["template"],
     script:
         "../scripts/training_arrays.py"
 
@@ -115,17 +113,17 @@ rule qc_subject:
         summary=rules.register.output.summary,
         truth=ground_truth,
     output:
-        png=RESULTS / "qc" / "{subject}.png",
-        numbers=RESULTS / "qc" / "{subject}.json",
+        png=derived("qc", subject="{subject}", ext=".png"),
+        numbers=derived("qc", subject="{subject}", ext=".json"),
     log:
-        LOGS / "qc_subject" / "{subject}.log",
+        derived("logs", rule="qc_subject", subject="{subject}"),
     benchmark:
-        BENCHMARKS / "qc_subject" / "{subject}.tsv"
+        derived("benchmarks", rule="qc_subject", subject="{subject}")
+    conda:
+        "../../envs/brainage.yaml"
     threads: 1
     resources:
         mem_mb=2000,
         runtime=10,
-    conda:
-        "../../envs/brainage.yaml"
     script:
         "../scripts/qc_subject.py"

@@ -6,28 +6,28 @@ rule split:
         manifest=rules.manifest.output.manifest,
     output:
         split=report(
-            RESULTS / "split" / "split.csv",
+            derived("split", name="split", ext=".csv"),
             caption="../report/split_table.rst",
             category="3. Split",
         ),
         seeds=report(
-            RESULTS / "split" / "seed_table.csv",
+            derived("split", name="seed_table", ext=".csv"),
             caption="../report/seed_table.rst",
             category="3. Split",
         ),
         figure=report(
-            RESULTS / "split" / "split.png",
+            derived("split", name="split", ext=".png"),
             caption="../report/split.rst",
             category="3. Split",
         ),
+    log:
+        derived("logs", rule="split"),
+    benchmark:
+        derived("benchmarks", rule="split")
+    conda:
+        "../../envs/brainage.yaml"
     params:
         **config["split"],
         seed=config["seed"],
-    log:
-        LOGS / "split.log",
-    benchmark:
-        BENCHMARKS / "split" / "all.tsv"
-    conda:
-        "../../envs/brainage.yaml"
     script:
         "../scripts/split.py"

@@ -6,9 +6,13 @@ from brainage import synth
 from brainage.logs import log_to_file
 
 log = log_to_file(snakemake.log[0])
+plan = snakemake.params.plan
+imaged = plan[plan["imaged"]].to_dict("records")
 count = synth.assemble_dataset(
-    [Path(folder) for folder in snakemake.input.subjects], Path(snakemake.output.raw)
+    {row["subject"]: Path(folder) for row, folder in zip(imaged, snakemake.input.subjects, strict=True)},
+    plan,
+    Path(snakemake.output.raw),
 )
-synth.write_demographics(snakemake.params.plan, Path(snakemake.output.sheet), snakemake.params.seed)
-synth.write_ground_truth_table(snakemake.params.plan, Path(snakemake.output.truth))
+synth.write_demographics(plan, Path(snakemake.output.sheet), snakemake.params.seed)
+synth.write_ground_truth_table(plan, Path(snakemake.output.truth))
 log.info("assembled %d images into %s", count, snakemake.output.raw)

@@ -10,11 +10,13 @@ from brainage.logs import log_to_file
 log = log_to_file(snakemake.log[0])
 params = snakemake.params
 runs = [tuple(run) for run in params.runs]
-every_predictions = {run: read_table(path) for run, path in zip(runs, snakemake.input.predictions)}
+every_predictions = {run: read_table(path) for run, path in zip(runs, snakemake.input.predictions, strict=True)}
 # Headline numbers and figures are the first replicate's; the others give the spread.
 headline = [run for run in runs if run[2] == params.first_replicate]
 predictions = {run[:2]: every_predictions[run] for run in headline}
-histories = {run[:2]: read_table(path) for run, path in zip(runs, snakemake.input.histories) if run in headline}
+histories = {
+    run[:2]: read_table(path) for run, path in zip(runs, snakemake.input.histories, strict=True) if run in headline
+}
 truth = read_table(snakemake.input.truth[0]) if snakemake.input.truth else None
 
 replicates = metrics.replicate_maes(every_predictions)

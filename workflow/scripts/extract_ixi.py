@@ -6,5 +6,5 @@ from brainage.ixi import extract_ixi
 from brainage.logs import log_to_file
 
 log = log_to_file(snakemake.log[0])
-archives = {modality: Path(snakemake.input[modality]) for modality in ("T1", "PD", "MRA")}
+archives = {scan: Path(path) for scan, path in snakemake.input.items()}
 extract_ixi(archives, snakemake.params.entries, Path(snakemake.output[0]), progress=log.info)

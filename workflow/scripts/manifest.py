@@ -1,7 +1,5 @@
 """Join the included subjects with their QC numbers and training arrays; gather exclusions."""
 
-from pathlib import Path
-
 import pandas as pd
 
 from brainage.io import read_json, read_table, write_table
@@ -10,14 +8,8 @@ from brainage.manifest import build_manifest
 
 log = log_to_file(snakemake.log[0])
 qc = pd.DataFrame([read_json(path) for path in snakemake.input.qc])
-tensors = {
-    Path(path).parent.parent.name: {
-        channel: str(Path(path).with_name(f"{channel}.npy")) for channel in snakemake.params.channels
-    }
-    for path in snakemake.input.arrays
-}
 manifest, qc_exclusions = build_manifest(
-    read_table(snakemake.input.inventory), qc, tensors, snakemake.params.qc_bounds
+    read_table(snakemake.input.inventory), qc, snakemake.params.arrays, snakemake.params.qc_bounds
 )
 exclusions = pd.concat(
     [read_table(snakemake.input.inventory_exclusions).assign(stage="inventory"), qc_exclusions.assign(stage="qc")],

@@ -2,7 +2,8 @@
 
 from brainage.io import read_table, write_table
 from brainage.logs import log_to_file
-from brainage.split import make_split, plot_split
+from brainage.plots import plot_split
+from brainage.split import make_split
 
 log = log_to_file(snakemake.log[0])
 params = snakemake.params

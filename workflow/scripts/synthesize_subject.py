@@ -7,5 +7,6 @@ from brainage.logs import log_to_file
 
 log = log_to_file(snakemake.log[0])
 out = Path(snakemake.output[0])
-synth.synthesize_subject(snakemake.params.row, out, out, snakemake.params.scale, snakemake.params.seed)
+params = snakemake.params
+synth.synthesize_subject(params.row, out, Path(params.truth), params.scale, params.seed)
 log.info("synthesized %s into %s", snakemake.wildcards.subject, out)

@@ -4,7 +4,7 @@ from pathlib import Path
 
 from brainage.io import read_table
 from brainage.logs import log_to_file
-from brainage.train import train_run
+from brainage.train import RunOutputs, train_run
 
 log = log_to_file(snakemake.log[0])
 params = snakemake.params
@@ -15,8 +15,8 @@ train_run(
     model_name=snakemake.wildcards.model,
     model_params=params.model_params,
     training=params.training,
-    out_dir=Path(snakemake.output.weights).parent,
-    checkpoint_dir=Path(params.checkpoint_dir),
+    outputs=RunOutputs(**{name: Path(path) for name, path in snakemake.output.items()}),
+    checkpoint=Path(params.checkpoint),
     threads=snakemake.threads,
     seed=params.seed,
     device=params.training["device"],

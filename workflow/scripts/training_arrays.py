@@ -11,14 +11,15 @@ from brainage.tensors import make_training_arrays
 log = log_to_file(snakemake.log[0])
 summary = read_json(snakemake.input.summary)
 grid = snakemake.params.grid
-paths = make_training_arrays(
+# Inputs and outputs are both keyed by channel.
+arrays = {channel: Path(path) for channel, path in snakemake.output.items()}
+make_training_arrays(
     snakemake.wildcards.subject,
-    images={"T1": Path(snakemake.input.t1), "TOF": Path(snakemake.input.tof), "TOF_bin": Path(snakemake.input.tof_bin)},
-    binary={"TOF_bin"},
+    images={channel: Path(snakemake.input[channel]) for channel in arrays},
     brain_mask=Path(snakemake.input.mask),
     grid_shape=grid["shape"],
     grid_spacing=grid["spacing"],
-    out_dir=Path(snakemake.output.T1).parent,
+    arrays=arrays,
     pd_from_template=np.array(summary["PD_from_template"]) if snakemake.params.template else None,
 )
-log.info("training arrays: %s", paths)
+log.info("training arrays: %s", arrays)
