@@ -19,8 +19,9 @@ import torch
 
 from brainage.device import claim_gpu, select_device
 from brainage.io import read_table
+from brainage.metrics import PREDICTION_COLUMNS
 from brainage.models import load_trained_model
-from brainage.train import HISTORY_COLUMNS, PREDICTION_COLUMNS, RunOutputs, TrainingError, train_run
+from brainage.train import HISTORY_COLUMNS, RunOutputs, TrainingError, train_run
 
 torch.set_num_threads(1)
 
@@ -147,7 +148,7 @@ def test_every_model_trains_and_writes_complete_outputs(
     assert history["epoch"].tolist() == [1]
     assert np.isfinite(history[["train_loss", "tune_mae", "eval_mae", "samples_per_s"]].to_numpy()).all()
     predictions = read_table(out / "predictions.csv")
-    assert list(predictions.columns) == PREDICTION_COLUMNS
+    assert list(predictions.columns) == list(PREDICTION_COLUMNS)
     split = cohort[1].astype({"subject": str})
     merged = predictions.merge(split, on="subject", suffixes=("", "_split"), validate="one_to_one")
     assert len(merged) == len(split)

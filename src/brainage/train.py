@@ -40,12 +40,12 @@ from torch.utils.data import DataLoader
 from brainage.data import AgeDataset, build_transforms, make_loader
 from brainage.device import select_device
 from brainage.io import atomic_path, write_table
+from brainage.metrics import PREDICTION_COLUMNS
 from brainage.models import SFCN, build_model, count_parameters, load_init_weights, sfcn_kl_loss, sfcn_soft_labels
 from brainage.vocabulary import BINARY_CHANNELS, EVAL, SUBSETS, TRAIN, TUNE
 
 SCHEDULES = ("cosine", "onecycle")
 HISTORY_COLUMNS = ["epoch", "train_loss", "tune_mae", "eval_mae", "lr", "seconds", "samples_per_s"]
-PREDICTION_COLUMNS = ["subject", "set", "age", "predicted"]
 # Keys that change where and how fast the run goes, not what it computes: a rerun with other
 # values may resume the same run.
 _NON_RESULT_KEYS = ("workers", "device")
@@ -362,7 +362,7 @@ def _predictions(model: nn.Module, loader: DataLoader, subset: str, device: torc
             ages.append(batch_ages)
             subjects.extend(batch_subjects)
     if not subjects:
-        return pd.DataFrame(columns=PREDICTION_COLUMNS)
+        return pd.DataFrame(columns=list(PREDICTION_COLUMNS))
     return pd.DataFrame(
         {
             "subject": subjects,
