@@ -14,6 +14,22 @@ pytest_plugins = ("http_server",)
 
 ROOT = Path(__file__).resolve().parents[1]
 SNAKEMAKE = Path(sys.executable).with_name("snakemake")
+# The header row of IXI.xls as IXI ships it, written out here independently of the code that
+# writes (brainage.synth) and reads (brainage.demographics) it.
+IXI_SHEET_HEADER = [
+    "IXI_ID",
+    "SEX_ID (1=m, 2=f)",
+    "HEIGHT",
+    "WEIGHT",
+    "ETHNIC_ID",
+    "MARITAL_ID",
+    "OCCUPATION_ID",
+    "QUALIFICATION_ID",
+    "DOB",
+    "DATE_AVAILABLE",
+    "STUDY_DATE",
+    "AGE",
+]
 
 
 def snakemake_command(

@@ -13,23 +13,10 @@ import xlwt
 
 from brainage.demographics import DemographicsError, read_demographics, resolve_subjects
 from brainage.inventory import build_inventory
+from conftest import IXI_SHEET_HEADER
 
 REAL_SHEET = Path("/work/shared/data/ixi/IXI.xls")
 
-HEADER = [
-    "IXI_ID",
-    "SEX_ID (1=m, 2=f)",
-    "HEIGHT",
-    "WEIGHT",
-    "ETHNIC_ID",
-    "MARITAL_ID",
-    "OCCUPATION_ID",
-    "QUALIFICATION_ID",
-    "DOB",
-    "DATE_AVAILABLE",
-    "STUDY_DATE",
-    "AGE",
-]
 DATE = dt.datetime(2006, 8, 25)
 
 # Rows as in the real sheet: "" is an empty text cell, a datetime becomes a date cell.
@@ -48,7 +35,7 @@ ROWS = [
 ]
 
 
-def write_xls(path: Path, rows: list[list] = ROWS, header: list[str] = HEADER, sheet: str = "Table") -> Path:
+def write_xls(path: Path, rows: list[list] = ROWS, header: list[str] = IXI_SHEET_HEADER, sheet: str = "Table") -> Path:
     book = xlwt.Workbook()
     table = book.add_sheet(sheet)
     dates = xlwt.easyxf(num_format_str="YYYY-MM-DD")
@@ -100,10 +87,10 @@ def test_reads_xlsx_and_csv_alike(tmp_path: Path) -> None:
     book = openpyxl.Workbook()
     table = book.active
     table.title = "Table"
-    for row in [HEADER, *ROWS]:
+    for row in [IXI_SHEET_HEADER, *ROWS]:
         table.append([None if v == "" else v for v in row])
     book.save(tmp_path / "ixi.xlsx")
-    csv = pd.DataFrame(ROWS, columns=HEADER)
+    csv = pd.DataFrame(ROWS, columns=IXI_SHEET_HEADER)
     csv.to_csv(tmp_path / "ixi.csv", index=False, date_format="%Y-%m-%d")
 
     from_xls = read_demographics(write_xls(tmp_path / "ixi.xls"))
@@ -118,7 +105,7 @@ def test_missing_sheet_names_the_sheets(tmp_path: Path) -> None:
 
 
 def test_missing_required_column_lists_columns(tmp_path: Path) -> None:
-    header = [h for h in HEADER if h != "AGE"]
+    header = [h for h in IXI_SHEET_HEADER if h != "AGE"]
     path = write_xls(tmp_path / "ixi.xls", rows=[r[:-1] for r in ROWS], header=header)
     expected = r"ixi\.xls: required column\(s\) AGE not found; columns found: IXI_ID, SEX"
     with pytest.raises(DemographicsError, match=expected):

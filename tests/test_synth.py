@@ -21,6 +21,7 @@ from scipy import ndimage
 
 from brainage import synth
 from brainage.templates import TEMPLATE_GM, TEMPLATE_T1, TEMPLATE_WM, template_path
+from conftest import IXI_SHEET_HEADER
 
 SCALE = 0.15
 SEED = 11
@@ -33,20 +34,6 @@ IXI_GEOMETRY = {
     "MRA": ((512, 512, 100), (0.469, 0.469, 0.8)),
 }
 PLAN_COLUMNS = ["subject", "ixi_id", "site", "series", "sex", "age", "bio_age", "has_mra", "sheet_status", "imaged"]
-TABLE_HEADER = [
-    "IXI_ID",
-    "SEX_ID (1=m, 2=f)",
-    "HEIGHT",
-    "WEIGHT",
-    "ETHNIC_ID",
-    "MARITAL_ID",
-    "OCCUPATION_ID",
-    "QUALIFICATION_ID",
-    "DOB",
-    "DATE_AVAILABLE",
-    "STUDY_DATE",
-    "AGE",
-]
 EXCEL_EPOCH = pd.Timestamp("1899-12-30")
 
 
@@ -167,7 +154,7 @@ def read_sheet(path: Path) -> tuple[xlrd.book.Book, list[list[xlrd.sheet.Cell]]]
 
 def test_spreadsheet_reproduces_the_real_quirks(dataset: Dataset) -> None:
     book, rows = read_sheet(dataset.raw / "IXI.xls")
-    assert [cell.value for cell in book.sheet_by_name("Table").row(0)] == TABLE_HEADER
+    assert [cell.value for cell in book.sheet_by_name("Table").row(0)] == IXI_SHEET_HEADER
     plan = dataset.plan.set_index("ixi_id")
     status = plan["sheet_status"]
     ids = [int(row[0].value) for row in rows]

@@ -231,9 +231,7 @@ def replicate_maes(runs: Mapping[ReplicateKey, pd.DataFrame]) -> pd.DataFrame:
     """Eval MAE of every replicate of every run: the columns of :data:`REPLICATE_COLUMNS`."""
     rows = []
     for (modality, model, replicate), predictions in runs.items():
-        validate_predictions(predictions)
-        evaluation = _rows(predictions, EVAL)
-        mae = float((evaluation["predicted"] - evaluation["age"]).abs().mean())
+        mae = float(_absolute_errors(predictions).mean())
         rows.append({"modality": modality, "model": model, "replicate": int(replicate), "mae": mae})
     return pd.DataFrame(rows, columns=list(REPLICATE_COLUMNS))
 

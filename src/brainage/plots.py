@@ -188,18 +188,18 @@ def plot_mae_comparison(
     models = list(dict.fromkeys(table["model"]))
     fig = Figure(figsize=(1.4 * len(modalities) + 3.0, 3.6), layout="constrained")
     ax = fig.subplots()
+    position = {modality: index for index, modality in enumerate(modalities)}
     step = 0.8 / len(models)
     for i, model in enumerate(models):
         rows = table[table["model"] == model]
-        x = np.array([modalities.index(m) for m in rows["modality"]]) + (i - (len(models) - 1) / 2) * step
+        offset = (i - (len(models) - 1) / 2) * step
+        x = rows["modality"].map(position).to_numpy(float) + offset
         mae = rows["mae"].to_numpy(float)
         error = np.vstack([mae - rows["mae_lo"].to_numpy(float), rows["mae_hi"].to_numpy(float) - mae])
         ax.errorbar(x, mae, yerr=error, fmt="o", capsize=3, markersize=5, color=f"C{i}", label=model)
         if replicates is not None and (rows["n_replicates"] > 1).any():
             own = replicates[replicates["model"] == model]
-            spread_x = (
-                np.array([modalities.index(m) for m in own["modality"]]) + (i - (len(models) - 1) / 2) * step + step / 3
-            )
+            spread_x = own["modality"].map(position).to_numpy(float) + offset + step / 3
             label = "each training replicate" if i == 0 else None
             ax.scatter(spread_x, own["mae"], s=14, facecolors="none", edgecolors=f"C{i}", linewidths=0.8, label=label)
     for key, (label, style) in REFERENCE_STYLES.items():
