@@ -41,6 +41,7 @@ include: "workflow/rules/preprocess.smk"
 include: "workflow/rules/manifest.smk"
 include: "workflow/rules/split.smk"
 include: "workflow/rules/train.smk"
+include: "workflow/rules/attribution.smk"
 include: "workflow/rules/evaluate.smk"
 
 

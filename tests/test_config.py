@@ -15,20 +15,24 @@ import yaml
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import update_config, validate
 
-from brainage import binarize, manifest, qc, registration, split
+from brainage import attribution, binarize, manifest, qc, registration, split
 from brainage import config as config_module
+from brainage.baseline import RidgeParams
 from brainage.config import ConfigError, check_config
 from brainage.data import TRANSFORMS
 from brainage.device import select_device
 from brainage.models import MODELS, NORMS
 from brainage.synth import plan_cohort
 from brainage.train import SCHEDULES, TrainingConfig
-from brainage.vocabulary import CHANNELS, RAW_SCANS
+from brainage.vocabulary import BASELINES, CHANNELS, RAW_SCANS
 from conftest import ROOT, run_snakemake
 
 SCHEMA = ROOT / "config" / "schema.yaml"
 # The schema's section of brainage.train.TrainingConfig's keys, shared and per model.
 TRAINING = ("$defs", "training_overrides", "properties")
+# The schema's section of brainage.baseline.RidgeParams, and its fields.
+RIDGE_PARAMS = ("properties", "models", "properties", "ridge", "properties", "params")
+RIDGE_FIELDS = [field.name for field in dataclasses.fields(RidgeParams)]
 # Python types of the code's fields as JSON schema types.
 JSON_TYPES = {int: "integer", float: "number", bool: "boolean", str: "string", list: "array", type(None): "null"}
 
@@ -81,6 +85,7 @@ def schema_error(config: dict) -> str | None:
         ({"preprocessing": {"qc_bounds": {"nmi_T2": 1.1}}}, "('nmi_T2' was unexpected)"),
         ({"dataset": {"age_range": [90, 18]}}, "'dataset.age_range'"),
         ({"replicates": [0, 0]}, "replicates"),
+        ({"models": {"ridge": {"params": {"downsampel": 2}}}}, "('downsampel' was unexpected)"),
         ({"replicates": []}, "replicates"),
     ],
 )
@@ -105,6 +110,26 @@ def test_schema_requires_the_keys_a_setting_needs(change: Any, expected: str) ->
     config = shipped_config("ixi.yaml")
     change(config)
     assert expected in (schema_error(config) or "passed")
+
+
+@pytest.mark.parametrize(
+    ("template", "missing", "expected"),
+    [
+        (False, None, r"'attribution.atlas': an atlas in template space needs preprocessing.template: true"),
+        (True, "labels", r"'attribution.atlas.labels': file '.*labels.tsv' does not exist"),
+    ],
+)
+def test_check_config_names_an_atlas_it_cannot_use(tmp_path: Path, template: bool, missing: str, expected: str) -> None:
+    atlas = {"image": str(tmp_path / "atlas.nii.gz"), "labels": str(tmp_path / "labels.tsv")}
+    for key, path in atlas.items():
+        if key != missing:
+            Path(path).touch()
+    config = shipped_config()
+    config["preprocessing"]["template"] = template
+    config["attribution"]["atlas"] = atlas
+    assert schema_error(config) is None
+    with pytest.raises(ConfigError, match=expected):
+        check_config(config)
 
 
 def test_check_config_names_the_key_of_a_bad_age_range() -> None:
@@ -178,7 +203,9 @@ def test_every_transform_the_schema_allows_builds_with_its_defaults() -> None:
 @pytest.mark.parametrize(
     ("path", "code"),
     [
-        (("properties", "models", "properties"), MODELS),
+        (("properties", "models", "properties"), [*MODELS, *BASELINES]),
+        ((*RIDGE_PARAMS, "properties"), RIDGE_FIELDS),
+        ((*RIDGE_PARAMS, "required"), RIDGE_FIELDS),
         ((*TRAINING, "norm", "enum"), NORMS),
         ((*TRAINING, "schedule", "enum"), SCHEDULES),
         ((*TRAINING, "augmentation", "items", "properties", "name", "enum"), TRANSFORMS),
@@ -193,9 +220,15 @@ def test_every_transform_the_schema_allows_builds_with_its_defaults() -> None:
         ),
         (("properties", "dataset", "properties", "required_scans", "items", "enum"), RAW_SCANS),
         (("$defs", "channel", "enum"), CHANNELS),
+        (
+            ("properties", "attribution", "properties"),
+            [f.name for f in dataclasses.fields(attribution.AttributionSettings)],
+        ),
     ],
     ids=[
         "models",
+        "ridge-params",
+        "ridge-params-required",
         "norms",
         "schedules",
         "transforms",
@@ -206,6 +239,7 @@ def test_every_transform_the_schema_allows_builds_with_its_defaults() -> None:
         "balance-by",
         "raw-scans",
         "channels",
+        "attribution-keys",
     ],
 )
 def test_schema_names_are_the_codes(path: tuple[str, ...], code: Any) -> None:

@@ -30,9 +30,25 @@ from brainage.vocabulary import RAW_SCANS, SITES
             "results/train/T1+TOF_bin/sfcn/replicate2/model.pt",
         ),
         (
+            "train",
+            {"modality": "T1", "model": "ridge", "name": "predictions", "ext": ".csv"},
+            "results/train/T1/ridge/predictions.csv",
+        ),
+        (
             "checkpoints",
             {"modality": "T1", "model": "cnn3d", "replicate": 0, "name": "train_state", "ext": ".pt"},
             "results/checkpoints/T1/cnn3d/replicate0/train_state.pt",
+        ),
+        ("attribution", {"name": "regions", "ext": ".nii.gz"}, "results/attribution/regions.nii.gz"),
+        (
+            "attribution",
+            {"modality": "TOF_bin", "model": "cnn3d", "replicate": 0, "name": "regions", "ext": ".csv"},
+            "results/attribution/TOF_bin/cnn3d/replicate0/regions.csv",
+        ),
+        (
+            "attribution",
+            {"modality": "T1", "model": "sfcn", "replicate": 0, "subject": "IXI002", "ext": ".nii.gz"},
+            "results/attribution/T1/sfcn/replicate0/subjects/IXI002.nii.gz",
         ),
         ("logs", {"rule": "evaluate"}, "results/logs/evaluate.log"),
         ("logs", {"rule": "register", "subject": "IXI002"}, "results/logs/register/IXI002.log"),
@@ -58,6 +74,11 @@ def test_wildcards_pass_through_for_snakemake_patterns() -> None:
     pattern = derived("preprocess", subject="{subject}", name="PD", ext=".nii.gz")
     concrete = derived("preprocess", subject="IXI012", name="PD", ext=".nii.gz")
     assert str(pattern).format(subject="IXI012") == str(concrete)
+
+
+def test_subject_attribution_maps_lie_in_the_folder_the_rule_declares() -> None:
+    run = {"modality": "T1", "model": "cnn3d", "replicate": 0}
+    assert derived("attribution", **run, subject="IXI002", ext=".nii.gz").parent == derived("attribution", **run)
 
 
 def test_root_moves_the_whole_tree(tmp_path: Path) -> None:

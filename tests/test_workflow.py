@@ -98,13 +98,17 @@ def test_every_final_output_exists(tiny_run: Path) -> None:
         "evaluation/learning_curves.png",
         "evaluation/mae.pdf",
         "evaluation/benchmarks.png",
+        "attribution/regions.csv",
+        "attribution/T1/cnn3d/replicate0/enrichment.csv",
+        "attribution/T1/cnn3d/replicate0/attribution.png",
+        "attribution/T1+TOF_bin/sfcn/replicate0/mean_attribution.nii.gz",
     ]:
         assert (results / name).stat().st_size > 0, name
     manifest = pd.read_csv(results / "manifest" / "manifest.csv")
     subject = manifest["subject"].iloc[0]
     assert (results / "preprocess" / subject / f"{subject}_TOF_reg_PD_bin.nii.gz").exists()
     metrics = pd.read_csv(results / "evaluation" / "metrics.csv")
-    assert len(metrics) == 4 * 3
+    assert len(metrics) == 4 * 4  # three networks and the baseline per modality
 
 
 def test_cnn3d_tune_curves_stay_below_predicting_the_mean(tiny_run: Path) -> None:
@@ -218,6 +222,9 @@ def test_report_holds_every_figure_and_table_with_its_caption(tiny_run: Path) ->
         "error_vs_age.png",
         "mae.png",
         "benchmarks.png",
+        "attribution.png",
+        "enrichment.csv",
+        "regions.csv",
         "metrics.csv",
         "comparisons.csv",
         "exclusions.csv",

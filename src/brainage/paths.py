@@ -42,17 +42,28 @@ LAYOUTS: dict[str, tuple[str, ...]] = {
     "qc": ("qc/{subject}{ext}",),
     "manifest": ("manifest/{name}{ext}",),
     "split": ("split/{name}{ext}",),
-    "train": ("train/{modality}/{model}/replicate{replicate}/{name}{ext}",),
+    "train": (
+        "train/{modality}/{model}/replicate{replicate}/{name}{ext}",
+        "train/{modality}/{model}/{name}{ext}",  # a baseline: fitted once, without replicates
+    ),
     # Outside train/, so that Snakemake, which deletes a failed job's outputs, keeps a
     # half-trained run's state.
     "checkpoints": ("checkpoints/{modality}/{model}/replicate{replicate}/{name}{ext}",),
     "evaluation": ("evaluation/{name}{ext}",),
+    "attribution": (
+        "attribution/{name}{ext}",  # the study's regions, shared by every run
+        "attribution/{modality}/{model}/replicate{replicate}/{name}{ext}",
+        # The folder of per-subject maps (config attribution.subject_maps), and each map in it.
+        "attribution/{modality}/{model}/replicate{replicate}/subjects",
+        "attribution/{modality}/{model}/replicate{replicate}/subjects/{subject}{ext}",
+    ),
     "figures": ("figures/{name}{ext}",),
     "logs": (
         "logs/{rule}.log",
         "logs/{rule}/{subject}.log",
         "logs/{rule}/{name}.log",
         "logs/{rule}/{modality}_{model}_replicate{replicate}.log",
+        "logs/{rule}/{modality}_{model}.log",
     ),
     "benchmarks": (
         "benchmarks",
@@ -60,6 +71,7 @@ LAYOUTS: dict[str, tuple[str, ...]] = {
         "benchmarks/{rule}/{subject}.tsv",
         "benchmarks/{rule}/{name}.tsv",
         "benchmarks/{rule}/{modality}_{model}_replicate{replicate}.tsv",
+        "benchmarks/{rule}/{modality}_{model}.tsv",
     ),
 }
 

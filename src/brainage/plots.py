@@ -1,5 +1,5 @@
 """Figures: the youngest and oldest subject, per-subject QC and the TOF gallery, the split,
-learning curves, predictions, error trends, MAE comparison, cost.
+learning curves, predictions, error trends, MAE comparison, cost, attribution maps.
 
 Figures are built with matplotlib's object-oriented :class:`~matplotlib.figure.Figure` API and
 never touch pyplot, so no global state leaks between figures or into the workflow's processes.
@@ -27,7 +27,7 @@ from skimage.feature import canny
 from brainage import io, metrics
 from brainage.metrics import RunKey
 from brainage.qc import SubjectImages
-from brainage.vocabulary import EVAL, MRA, RAW_SCANS, TRAIN
+from brainage.vocabulary import ANGIOGRAPHIC_CHANNELS, EVAL, MRA, RAW_SCANS, TRAIN
 
 DPI = 150
 IMAGE_DPI = 100  # figures of brain images: enough for thumbnails and mid-slices, pages stay light
@@ -392,3 +392,74 @@ def plot_split(seed_table: pd.DataFrame, split: pd.DataFrame, path: str | Path) 
     ax_ages.set_title(f"chosen split: {chosen.iloc[0] if len(chosen) else '?'}", fontsize="medium")
     ax_ages.legend(loc="upper right", fontsize="small")
     io.save_figure(fig, path, dpi=DPI)
+
+
+# The three orthogonal views of a grid in RAS order: the axis each looks along, and its name.
+VIEWS = ((2, "axial"), (1, "coronal"), (0, "sagittal"))
+
+
+def _view(volume: np.ndarray, axis: int, index: int | None) -> np.ndarray:
+    """A slice (``index``) or, with ``index`` None, the projection of the largest magnitude along ``axis``.
+
+    The projection keeps each ray's value of largest magnitude with its sign, so a signed map
+    projects its strongest effect whichever its sign. Shown upright: anterior up in axial
+    views, superior up in the others (``np.rot90``).
+    """
+    if index is None:
+        strongest = np.expand_dims(np.abs(volume).argmax(axis=axis), axis)
+        plane = np.take_along_axis(volume, strongest, axis=axis).squeeze(axis)
+    else:
+        plane = np.take(volume, index, axis=axis)
+    return np.rot90(plane)
+
+
+def plot_attribution(
+    mean_map: np.ndarray,
+    difference: np.ndarray,
+    channels: Sequence[str],
+    background: np.ndarray,
+    title: str,
+    path: str | Path,
+) -> None:
+    """Where a run looks: per channel, its group-mean attribution and the old-minus-young difference.
+
+    ``mean_map`` and ``difference`` are (channel, X, Y, Z) on the training grid (RAS axes), from
+    :mod:`brainage.attribution`; ``background`` is the mean training T1 on the same grid. Vessel
+    channels (:data:`brainage.vocabulary.ANGIOGRAPHIC_CHANNELS`) are drawn as projections of the
+    largest value along each axis, the others as orthogonal slices over the background through
+    the voxel of largest mean attribution. Red in the difference: more attribution in the
+    oldest eval third than in the youngest.
+    """
+    fig = Figure(figsize=(8.4, 2.5 * 2 * len(channels) + 0.4), layout="constrained")
+    axes = fig.subplots(2 * len(channels), len(VIEWS), squeeze=False)
+    for index, channel in enumerate(channels):
+        projected = channel in ANGIOGRAPHIC_CHANNELS
+        peak = np.unravel_index(int(mean_map[index].argmax()), mean_map[index].shape)
+        limit = float(np.abs(difference[index]).max()) or 1.0
+        rows = [
+            (mean_map[index], "magma", 0.0, float(mean_map[index].max()) or 1.0, "mean attribution share"),
+            (difference[index], "RdBu_r", -limit, limit, "oldest − youngest third"),
+        ]
+        for row, (volume, colours, low, high, label) in enumerate(rows):
+            row_axes = axes[2 * index + row]
+            for ax, (axis, view) in zip(row_axes, VIEWS, strict=True):
+                where = None if projected else int(peak[axis])
+                shown = _view(volume, axis, where)
+                ax.set_facecolor("black")
+                if projected:
+                    image = ax.imshow(shown, cmap=colours, vmin=low, vmax=high)
+                else:
+                    anatomy = _view(background, axis, where)
+                    ax.imshow(np.ma.masked_where(anatomy == 0, anatomy), cmap="gray")
+                    # Opacity follows the magnitude, so the anatomy shows where there is little attribution.
+                    opacity = np.clip(np.abs(shown) / max(abs(low), high), 0.0, 1.0)
+                    image = ax.imshow(shown, cmap=colours, vmin=low, vmax=high, alpha=opacity)
+                how = "projection" if projected else f"slice {where}"
+                ax.set_title(f"{channel} {view} {how}", fontsize=8)
+                ax.set_xticks([])
+                ax.set_yticks([])
+            colorbar = fig.colorbar(image, ax=list(row_axes), shrink=0.8)
+            colorbar.set_label(label, fontsize=7)
+            colorbar.ax.tick_params(labelsize=6)
+    fig.suptitle(title, fontsize=10)
+    io.save_figure(fig, path, dpi=IMAGE_DPI)

@@ -1,4 +1,5 @@
-"""The study's words, each defined once: IXI's scans and sites, the training channels, the subsets.
+"""The study's words, each defined once: IXI's scans and sites, the training channels, the subsets,
+the baseline models.
 
 Raw scans are what IXI ships, named as in its files: T1, PD and MRA (the time-of-flight MR
 angiogram). From registration on, the angiogram is the TOF channel: the rule ``register``
@@ -28,6 +29,8 @@ TOF_BIN: Final = "TOF_bin"
 CHANNELS: Final = (T1, TOF, TOF_BIN)
 # Channels stored as uint8 0/1 masks: resampled by area fraction, augmented as label maps.
 BINARY_CHANNELS: Final = frozenset({TOF_BIN})
+# Channels that show the arterial tree: drawn as maximum-intensity projections.
+ANGIOGRAPHIC_CHANNELS: Final = frozenset({TOF, TOF_BIN})
 # The raw scan each registered image comes from (the MRA-to-TOF rename above).
 REGISTERED_FROM: Final = {T1: T1, TOF: MRA}
 
@@ -36,3 +39,7 @@ TRAIN: Final = "train"
 TUNE: Final = "tune"
 EVAL: Final = "eval"
 SUBSETS: Final = (TRAIN, TUNE, EVAL)
+
+# Models of the study that are fitted, not trained: brainage.baseline's classical baseline, beside
+# the networks of brainage.models.MODELS. Deterministic, so fitted once, whatever the replicates.
+BASELINES: Final = ("ridge",)

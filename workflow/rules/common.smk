@@ -11,15 +11,18 @@ from brainage import demographics, ixi, synth
 from brainage.config import check_config
 from brainage.io import read_table
 from brainage.paths import RESULTS, derived, ixi_archive
-from brainage.vocabulary import CHANNELS, RAW_SCANS, T1, TOF, TOF_BIN
+from brainage.vocabulary import BASELINES, CHANNELS, RAW_SCANS, T1, TOF, TOF_BIN
 
 # A configuration that passed is remembered under .snakemake/, so reruns skip importing torch.
 check_config(config, Path(".snakemake") / "brainage_checked_configs")
 
 IS_SYNTHETIC = config["dataset"]["source"] == "synthetic"
 DOWNLOADS_IXI = not IS_SYNTHETIC and config["dataset"].get("download", False)
-# The entities of one training run, as wildcards.
-RUN_WILDCARDS = {"modality": "{modality}", "model": "{model}", "replicate": "{replicate}"}
+# The entities of one baseline fit and of one training run, as wildcards.
+BASELINE_WILDCARDS = {"modality": "{modality}", "model": "{model}"}
+RUN_WILDCARDS = {**BASELINE_WILDCARDS, "replicate": "{replicate}"}
+# The report's category of the attribution maps, after 5. Evaluation.
+ATTRIBUTION_CATEGORY = "6. Where the model looks"
 
 
 wildcard_constraints:
@@ -153,24 +156,72 @@ def trains_on_gpu(model: str) -> bool:
 
 
 def runs() -> list[tuple[str, str, int]]:
-    """Every (modality, model, replicate) to train, the first replicate of each run first."""
+    """Every (modality, model, replicate) to evaluate, the first replicate of each run first.
+
+    A baseline is deterministic and fitted once: it is a run of the first replicate only.
+    """
+    first = config["replicates"][0]
     return [
         (modality, model, replicate)
         for replicate in config["replicates"]
         for modality in config["channel_sets"]
         for model in config["models"]
+        if replicate == first or model not in BASELINES
     ]
 
 
-def run_outputs(pattern) -> list[str]:
-    """`pattern` (an output of rule train) for every run, in the order of runs()."""
-    modalities, models, replicates = zip(*runs())
+def trained_runs() -> list[tuple[str, str, int]]:
+    """The runs of rule train (the networks), in the order of runs()."""
+    return [run for run in runs() if run[1] not in BASELINES]
+
+
+def run_outputs(pattern, selected=None) -> list[str]:
+    """`pattern` (an output of a per-run rule) for every run of `selected` (default: runs()), in order."""
+    selected = runs() if selected is None else selected
+    if not selected:
+        return []
+    modalities, models, replicates = zip(*selected)
     return expand(pattern, zip, modality=modalities, model=models, replicate=replicates)
+
+
+def run_predictions() -> list[str]:
+    """Every run's predictions table, in the order of runs(): rule fit_baseline's for a baseline,
+    rule train's otherwise."""
+    return [
+        run_outputs(
+            rules.fit_baseline.output.predictions if run[1] in BASELINES else rules.train.output.predictions, [run]
+        )[0]
+        for run in runs()
+    ]
+
+
+def attributed_runs() -> list[tuple[str, str, int]]:
+    """The runs that get attribution maps: the first replicate (the headline one) of every
+    network; a baseline has no gradients."""
+    first = config["replicates"][0]
+    return [run for run in trained_runs() if run[2] == first]
+
+
+def attribution_atlas() -> list[str]:
+    """The optional atlas image and label table of config attribution.atlas, as inputs."""
+    atlas = config["attribution"]["atlas"]
+    return [atlas["image"], atlas["labels"]] if atlas else []
 
 
 def channel_set(wildcards) -> list[str]:
     """The channels of the run's modality."""
     return config["channel_sets"][wildcards.modality]
+
+
+def run_inputs(wildcards) -> dict:
+    """What a run of any model reads: the manifest, the split and the modality's arrays."""
+    return {
+        "manifest": rules.manifest.output.manifest,
+        "split": rules.split.output.split,
+        # The arrays the run reads (through the manifest's tensor columns), declared so that a
+        # rewritten array reruns the run.
+        "arrays": array_files(training_arrays(included_subjects(), channel_set(wildcards))),
+    }
 
 
 def training_seed(wildcards) -> int:
@@ -190,6 +241,8 @@ def final_outputs() -> list:
         rules.evaluate.output.predictions_figure,
         rules.evaluate.output.error_vs_age,
         rules.evaluate.output.mae,
+        *run_outputs(rules.attribution.output.table, attributed_runs()),
+        *run_outputs(rules.attribution.output.figure, attributed_runs()),
         rules.benchmark_summary.output.figure,
         rules.youngest_and_oldest.output[0],
     ]

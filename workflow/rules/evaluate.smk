@@ -3,8 +3,8 @@
 
 rule evaluate:
     input:
-        predictions=run_outputs(rules.train.output.predictions),
-        histories=run_outputs(rules.train.output.history),
+        predictions=run_predictions(),
+        histories=run_outputs(rules.train.output.history, trained_runs()),
         truth=[rules.assemble_synthetic_ixi.output.truth] if IS_SYNTHETIC else [],
     output:
         metrics=report(
@@ -51,6 +51,7 @@ rule evaluate:
         "../../envs/brainage.yaml"
     params:
         runs=runs(),
+        trained_runs=trained_runs(),
         first_replicate=config["replicates"][0],
         bootstrap_resamples=config["evaluation"]["bootstrap_resamples"],
         seed=config["seed"],
@@ -62,16 +63,18 @@ rule benchmark_summary:
     """Runtime and memory of every job, from Snakemake's benchmark files."""
     input:
         rules.evaluate.output.metrics,
+        # Attribution jobs are the last besides evaluate: their benchmarks must be there too.
+        run_outputs(rules.attribution.output.table, attributed_runs()),
     output:
         table=report(
             derived("evaluation", name="benchmarks", ext=".csv"),
             caption="../report/benchmarks_table.rst",
-            category="6. Cost",
+            category="7. Cost",
         ),
         figure=report(
             derived("evaluation", name="benchmarks", ext=".png"),
             caption="../report/benchmarks.rst",
-            category="6. Cost",
+            category="7. Cost",
         ),
     log:
         derived("logs", rule="benchmark_summary"),

@@ -1,14 +1,10 @@
 # One training job per (modality, model, replicate). On a GPU machine each takes a `gpu` token, so
-# `--resources gpu=N` runs N at a time.
+# `--resources gpu=N` runs N at a time. One baseline job per (modality, baseline), on the CPU.
 
 
 rule train:
     input:
-        manifest=rules.manifest.output.manifest,
-        split=rules.split.output.split,
-        # The arrays the run reads (through the manifest's tensor columns), declared so that a
-        # rewritten array reruns the run.
-        arrays=lambda wildcards: array_files(training_arrays(included_subjects(), channel_set(wildcards))),
+        unpack(run_inputs),
     output:
         weights=derived("train", **RUN_WILDCARDS, name="model", ext=".pt"),
         history=derived("train", **RUN_WILDCARDS, name="history", ext=".csv"),
@@ -34,3 +30,32 @@ rule train:
         seed=training_seed,
     script:
         "../scripts/train.py"
+
+
+rule fit_baseline:
+    """The classical baseline of one modality (brainage.baseline): fitted once, whatever the
+    replicates, on one CPU thread and without a `gpu` token."""
+    input:
+        unpack(run_inputs),
+    output:
+        model=derived("train", **BASELINE_WILDCARDS, name="model", ext=".pkl"),
+        selection=derived("train", **BASELINE_WILDCARDS, name="selection", ext=".csv"),
+        predictions=derived("train", **BASELINE_WILDCARDS, name="predictions", ext=".csv"),
+    log:
+        derived("logs", rule="fit_baseline", **BASELINE_WILDCARDS),
+    benchmark:
+        derived("benchmarks", rule="fit_baseline", **BASELINE_WILDCARDS)
+    wildcard_constraints:
+        model="|".join(BASELINES),
+    conda:
+        "../../envs/brainage.yaml"
+    threads: 1
+    # The real study's T1+TOF_bin features and SVD: about 3 GB (config/ixi.yaml).
+    resources:
+        mem_mb=8000,
+        runtime=60,
+    params:
+        channels=channel_set,
+        model_params=lambda wildcards: config["models"][wildcards.model]["params"],
+    script:
+        "../scripts/fit_baseline.py"

@@ -14,8 +14,12 @@ every_predictions = {run: read_table(path) for run, path in zip(runs, snakemake.
 # Headline numbers and figures are the first replicate's; the others give the spread.
 headline = [run for run in runs if run[2] == params.first_replicate]
 predictions = {run[:2]: every_predictions[run] for run in headline}
+# Baselines have no epochs, hence no history.
+trained_runs = [tuple(run) for run in params.trained_runs]
 histories = {
-    run[:2]: read_table(path) for run, path in zip(runs, snakemake.input.histories, strict=True) if run in headline
+    run[:2]: read_table(path)
+    for run, path in zip(trained_runs, snakemake.input.histories, strict=True)
+    if run in headline
 }
 truth = read_table(snakemake.input.truth[0]) if snakemake.input.truth else None
 
