@@ -14,7 +14,7 @@ from sklearn.decomposition import PCA
 from sklearn.linear_model import Ridge
 from sklearn.pipeline import make_pipeline
 
-from brainage.baseline import SELECTION_COLUMNS, BaselineOutputs, RidgeParams, baseline_run, block_average, fit_baseline
+from brainage.baseline import SELECTION_COLUMNS, BaselineOutputs, RidgeParams, baseline_run, fit_baseline
 from brainage.metrics import PREDICTION_COLUMNS, validate_predictions
 
 SHAPE = (8, 10, 8)
@@ -63,13 +63,6 @@ def hand_features(manifest: pd.DataFrame, subjects: pd.Series) -> np.ndarray:
             blocks.append((sum(volume[i::2, j::2, k::2] for i, j, k in shifts) / 8).ravel())
         rows.append(np.concatenate(blocks))
     return np.stack(rows)
-
-
-def test_block_average_pads_the_far_end_with_background() -> None:
-    averaged = block_average(np.ones((3, 4, 2)), 2)
-    assert averaged.shape == (2, 2, 1)
-    # Blocks over the last x voxel hold 4 voxels of the image and 4 of padding.
-    np.testing.assert_array_equal(averaged, [[[1.0], [1.0]], [[0.5], [0.5]]])
 
 
 def test_predictions_equal_a_hand_built_scikit_learn_pipeline(tmp_path: Path) -> None:

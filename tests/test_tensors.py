@@ -8,7 +8,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from brainage.tensors import make_training_arrays, training_grid
+from brainage.tensors import block_average, make_training_arrays, training_grid
 from brainage.vocabulary import BINARY_CHANNELS, CHANNELS, TOF_BIN
 
 PD_SHAPE = (40, 44, 36)
@@ -124,3 +124,10 @@ def test_float16_storage_error_is_tiny_on_the_zscore_scale() -> None:
     # float16 keeps 11 significant bits: relative error <= 2**-11, absolute < 2e-3 for |z| < 4.
     assert float(np.max(error[np.abs(values) < 1])) < 1e-3
     assert float(np.max(error / np.maximum(np.abs(values), 1e-3))) <= 2.0**-11
+
+
+def test_block_average_pads_the_far_end_with_background() -> None:
+    averaged = block_average(np.ones((3, 4, 2)), 2)
+    assert averaged.shape == (2, 2, 1)
+    # Blocks over the last x voxel hold 4 voxels of the image and 4 of padding.
+    np.testing.assert_array_equal(averaged, [[[1.0], [1.0]], [[0.5], [0.5]]])

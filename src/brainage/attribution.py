@@ -86,7 +86,7 @@ from brainage.synth.seeding import random_stream
 from brainage.synth.tissue import CONTRAST, render_tissue
 from brainage.synth.vessels import vessel_tree
 from brainage.templates import TEMPLATE_GM, TEMPLATE_T1, TEMPLATE_WM, template_path
-from brainage.tensors import coverage, training_grid
+from brainage.tensors import block_average, coverage, training_grid
 from brainage.vocabulary import CHANNELS, EVAL, T1, TOF_BIN, TRAIN
 
 # Mean vessel fraction of the training subjects (for whole-voxel masks, the share of them with a
@@ -320,7 +320,7 @@ def truth_regions(
     fine_shape, fine_affine = _supersampled(shape, grid_affine)
     csf_only = {tissue: float(tissue == "csf") for tissue in CONTRAST[T1]}
     csf = [
-        _block_mean(render_tissue(fine_shape, fine_affine, age_effects(age), anatomy, csf_only))
+        block_average(render_tissue(fine_shape, fine_affine, age_effects(age), anatomy, csf_only), TRUTH_SUPERSAMPLING)
         for age in (young_age, old_age)
     ]
     turned = np.clip(csf[1] - csf[0], 0.0, 1.0)
@@ -330,7 +330,7 @@ def truth_regions(
     sampled = ndimage.map_coordinates(
         ventricle_map, to_map[:3, :3] @ fine_points + to_map[:3, 3:4], order=1, mode="constant"
     )
-    near_ventricles = _block_mean((sampled > 0).reshape(fine_shape).astype(np.float32))
+    near_ventricles = block_average((sampled > 0).reshape(fine_shape), TRUTH_SUPERSAMPLING)
     rng = random_stream(seed, "attribution", "vessels")
     trees = [
         vessel_tree(tuple(shape), grid_affine, age, rng)[0] for age in np.linspace(young_age, old_age, TRUTH_TREES)
@@ -350,13 +350,6 @@ def _supersampled(shape: Sequence[int], affine: np.ndarray) -> tuple[tuple[int, 
     fine_to_grid = np.diag([1.0 / n, 1.0 / n, 1.0 / n, 1.0])
     fine_to_grid[:3, 3] = (0.5 / n) - 0.5
     return tuple(int(size) * n for size in shape), affine @ fine_to_grid
-
-
-def _block_mean(fine: np.ndarray) -> np.ndarray:
-    """The mean of every :data:`TRUTH_SUPERSAMPLING`³ block: back from sub-voxels to grid voxels."""
-    n = TRUTH_SUPERSAMPLING
-    x, y, z = (size // n for size in fine.shape)
-    return fine.reshape(x, n, y, n, z, n).mean(axis=(1, 3, 5)).astype(np.float32)
 
 
 def volume_share(region: Region, brain: np.ndarray) -> float:

@@ -40,6 +40,7 @@ from threadpoolctl import threadpool_limits
 from brainage.data import AgeDataset
 from brainage.io import atomic_path, write_table
 from brainage.metrics import PREDICTION_COLUMNS, validate_predictions
+from brainage.tensors import block_average
 from brainage.vocabulary import SUBSETS, TRAIN, TUNE
 
 SELECTION_COLUMNS: Final = ("components", "n_components", "alpha", "tune_mae", "selected")
@@ -71,14 +72,6 @@ class BaselineFit:
     pipeline: Pipeline  # the selected candidate, fitted on the training subjects
     selection: pd.DataFrame  # SELECTION_COLUMNS
     predictions: pd.DataFrame  # PREDICTION_COLUMNS, train then tune then eval
-
-
-def block_average(volume: np.ndarray, factor: int) -> np.ndarray:
-    """The mean of every ``factor``³ block of a 3D ``volume``, in float64, the volume zero-padded
-    at its far end to a multiple of ``factor``."""
-    padded = np.pad(np.asarray(volume, dtype=np.float64), [(0, -size % factor) for size in volume.shape])
-    x, y, z = (size // factor for size in padded.shape)
-    return padded.reshape(x, factor, y, factor, z, factor).mean(axis=(1, 3, 5))
 
 
 def feature_matrix(dataset: AgeDataset, downsample: int) -> np.ndarray:

@@ -59,6 +59,14 @@ def coverage(mask: np.ndarray, grid_to_source_voxels: np.ndarray, shape: Sequenc
     return total / SUPERSAMPLING**3
 
 
+def block_average(volume: np.ndarray, factor: int) -> np.ndarray:
+    """The mean of every ``factor``³ block of a 3D ``volume``, in float64, the volume zero-padded
+    at its far end to a multiple of ``factor``."""
+    padded = np.pad(np.asarray(volume, dtype=np.float64), [(0, -size % factor) for size in volume.shape])
+    x, y, z = (size // factor for size in padded.shape)
+    return padded.reshape(x, factor, y, factor, z, factor).mean(axis=(1, 3, 5))
+
+
 def zscore_in_mask(values: np.ndarray, mask: np.ndarray) -> np.ndarray:
     """Z-score with the in-brain mean and SD; zero outside the brain, so background is "average"."""
     inside = values[mask]

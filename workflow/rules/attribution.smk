@@ -41,10 +41,8 @@ rule attribution_regions:
 rule attribution:
     """Attribution maps of a trained run's eval predictions, their regional enrichment, the randomization check."""
     input:
+        unpack(run_inputs),
         weights=rules.train.output.weights,
-        manifest=rules.manifest.output.manifest,
-        split=rules.split.output.split,
-        arrays=lambda wildcards: array_files(training_arrays(included_subjects(), channel_set(wildcards))),
         regions=rules.attribution_regions.output.regions,
         region_table=rules.attribution_regions.output.table,
         training_means=rules.attribution_regions.output.means,

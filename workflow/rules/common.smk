@@ -214,7 +214,7 @@ def channel_set(wildcards) -> list[str]:
 
 
 def run_inputs(wildcards) -> dict:
-    """What a run of any model reads: the manifest, the split and the modality's arrays."""
+    """What a run of any model, and its attribution, reads: the manifest, the split and the modality's arrays."""
     return {
         "manifest": rules.manifest.output.manifest,
         "split": rules.split.output.split,
