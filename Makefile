@@ -29,6 +29,8 @@ lint: $(INSTALLED)
 	$(VENV)/bin/ruff format --check
 	$(VENV)/bin/snakefmt --check Snakefile workflow
 	$(SNAKEMAKE) --lint
+	# Again with cross-validation on (the tiny config), whose rules the default leaves out.
+	$(SNAKEMAKE) --lint --configfile config/tiny.yaml
 
 dry-run: $(INSTALLED)
 	$(SNAKEMAKE) -n --quiet rules

@@ -45,6 +45,11 @@ include: "workflow/rules/attribution.smk"
 include: "workflow/rules/evaluate.smk"
 
 
+if CROSSVAL_FOLDS:
+
+    include: "workflow/rules/crossval.smk"
+
+
 rule all:
     input:
         final_outputs(),

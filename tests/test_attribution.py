@@ -172,7 +172,7 @@ def test_generator_truth_lies_where_the_generator_ages_the_anatomy() -> None:
     shape = (24, 28, 24)
     affine = training_grid(shape, 6.5)
     regions = {region.name: region.weights for region in truth_regions(affine, shape, 20.0, 85.0, 0.25, seed=0)}
-    assert set(regions) == {"ventricles", "cortex and sulci", "arterial tree"}
+    assert set(regions) == {"ventricles", "cortex and sulci", "arterial tree", "pruned branches"}
 
     def centre_distance_mm(weights: np.ndarray) -> float:
         """Weighted mean distance from the lateral ventricles' centre (template mm)."""
@@ -183,6 +183,10 @@ def test_generator_truth_lies_where_the_generator_ages_the_anatomy() -> None:
     # The lateral ventricles reach about 40 mm forward and back from their centre; the cortex lies beyond 60.
     assert centre_distance_mm(regions["ventricles"]) < 40 < 60 < centre_distance_mm(regions["cortex and sulci"])
     assert 50 < regions["arterial tree"].sum() < 0.05 * regions["arterial tree"].size
+    # Age prunes the distal branches: young trees reach voxels old ones rarely do, not the reverse.
+    pruned = regions["pruned branches"]
+    assert pruned.min() >= 0.0 and pruned.max() <= 1.0 and 10 < pruned.sum() < regions["arterial tree"].sum()
+    assert (pruned > 0.25).sum() > 20
 
 
 def write_atlas(folder: Path) -> tuple[Path, Path]:

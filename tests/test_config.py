@@ -87,6 +87,7 @@ def schema_error(config: dict) -> str | None:
         ({"replicates": [0, 0]}, "replicates"),
         ({"models": {"ridge": {"params": {"downsampel": 2}}}}, "('downsampel' was unexpected)"),
         ({"replicates": []}, "replicates"),
+        ({"cross_validation": {"folds": 1}}, "cross_validation"),
     ],
 )
 def test_bad_config_stops_before_any_job(workdir: Path, override: dict, expected: str) -> None:
@@ -323,7 +324,9 @@ def test_every_schema_key_has_a_description() -> None:
 
 
 @pytest.mark.parametrize(
-    "overlay", [(), ("tiny.yaml",), ("ixi.yaml",), ("replicates.yaml",)], ids=["default", "tiny", "ixi", "replicates"]
+    "overlay",
+    [(), ("tiny.yaml",), ("ixi.yaml",), ("replicates.yaml",), ("crossval.yaml",)],
+    ids=["default", "tiny", "ixi", "replicates", "crossval"],
 )
 def test_shipped_configs_pass_and_a_rerun_skips_the_costly_checks(
     overlay: tuple[str, ...], tmp_path: Path, monkeypatch: pytest.MonkeyPatch

@@ -246,6 +246,105 @@ def test_paired_comparisons_full_grid_and_holm_adjustment():
     assert (table["p_holm"] <= 1).all()
 
 
+def test_paired_comparisons_bound_the_mae_difference_and_give_the_detectable_difference():
+    runs = make_runs(modalities=("T1", "TOF"), models=("cnn3d",))
+    row = metrics.paired_comparisons(runs).iloc[0]
+    differences = (eval_errors(runs[("T1", "cnn3d")]) - eval_errors(runs[("TOF", "cnn3d")])).to_numpy()
+    sem = differences.std(ddof=1) / np.sqrt(len(differences))
+    expected = stats.t.interval(0.95, len(differences) - 1, loc=differences.mean(), scale=sem)
+    assert (row["difference_lo"], row["difference_hi"]) == pytest.approx(expected)
+    assert row["detectable_difference"] == pytest.approx(metrics.detectable_difference(differences))
+
+
+def test_detectable_difference_is_the_paired_power_formula_and_halves_with_four_times_the_subjects():
+    differences = np.random.default_rng(0).normal(0.5, 3.0, 40)
+    z = stats.norm.ppf(0.975) + stats.norm.ppf(0.8)
+    expected = z * differences.std(ddof=1) / np.sqrt(40)
+    assert metrics.detectable_difference(differences) == pytest.approx(expected)
+    assert metrics.detectable_difference(np.tile(differences, 4)) == pytest.approx(expected / 2, rel=0.02)
+
+
+def make_folds(k: int = 3, n: int = 30, seed: int = 0) -> dict[int, pd.DataFrame]:
+    """One run's fold predictions: each subject held out in one fold, trained on in the others."""
+    rng = np.random.default_rng(seed)
+    subjects = [f"IXI{i:03d}" for i in range(n)]
+    age = rng.uniform(20, 86, n)
+    held_out = np.arange(n) % k
+    folds = {}
+    for fold in range(k):
+        sets = np.where(held_out == fold, "eval", np.where(np.arange(n) % 5 == 0, "tune", "train"))
+        predicted = 0.7 * age + 15 + rng.normal(0, 4, n)
+        folds[fold + 1] = pd.DataFrame({"subject": subjects, "set": sets, "age": age, "predicted": predicted})
+    return folds
+
+
+def test_out_of_fold_takes_each_subject_from_its_held_out_fold_once():
+    folds = make_folds()
+    table = metrics.out_of_fold(folds)
+    assert list(table.columns) == list(metrics.OUT_OF_FOLD_COLUMNS)
+    assert sorted(table["subject"]) == sorted(folds[1]["subject"])
+    assert (table["set"] == "eval").all()
+    for fold, predictions in folds.items():
+        held_out = predictions[predictions["set"] == "eval"].set_index("subject")
+        mine = table[table["fold"] == fold].set_index("subject")
+        assert sorted(mine.index) == sorted(held_out.index)
+        np.testing.assert_allclose(mine["predicted"], held_out.loc[mine.index, "predicted"])
+    np.testing.assert_allclose(table["gap"], table["predicted"] - table["age"])
+    doubled = {**folds, 4: folds[1]}
+    with pytest.raises(ValueError, match="held out in more than one fold"):
+        metrics.out_of_fold(doubled)
+
+
+def test_out_of_fold_bias_correction_is_fitted_in_each_training_fold_only():
+    folds = make_folds()
+    table = metrics.out_of_fold(folds)
+    for fold, predictions in folds.items():
+        fit_rows = predictions[predictions["set"] != "eval"]
+        expected = metrics.fit_bias_correction(fit_rows["age"], fit_rows["predicted"])
+        mine = table[table["fold"] == fold]
+        assert (mine["bias_slope"].iloc[0], mine["bias_intercept"].iloc[0]) == pytest.approx(expected)
+    # Held-out ages and predictions changed: no fold's correction moves.
+    changed = {}
+    for fold, predictions in folds.items():
+        changed[fold] = predictions.copy()
+        held_out = changed[fold]["set"] == "eval"
+        changed[fold].loc[held_out, "age"] += 30.0
+        changed[fold].loc[held_out, "predicted"] -= 10.0
+    again = metrics.out_of_fold(changed)
+    pd.testing.assert_frame_equal(table[["bias_slope", "bias_intercept"]], again[["bias_slope", "bias_intercept"]])
+
+
+def test_crossval_table_gives_out_of_fold_mae_and_the_spread_over_folds():
+    runs = {
+        ("T1", "cnn3d"): metrics.out_of_fold(make_folds(seed=0)),
+        ("TOF", "cnn3d"): metrics.out_of_fold(make_folds(seed=1)),
+    }
+    table = metrics.crossval_table(runs, n_resamples=1000, seed=0)
+    assert list(table.columns) == list(metrics.CROSSVAL_COLUMNS)
+    row = table.iloc[0]
+    oof = runs[("T1", "cnn3d")]
+    errors = (oof["predicted"] - oof["age"]).abs()
+    assert (row["n"], row["folds"]) == (30, 3)
+    assert row["mae"] == pytest.approx(errors.mean())
+    assert row["mae_lo"] < row["mae"] < row["mae_hi"]
+    assert row["fold_mae_sd"] == pytest.approx(errors.groupby(oof["fold"]).mean().std(ddof=1))
+
+
+def test_design_comparison_sets_the_split_and_crossval_detectable_differences_side_by_side():
+    split = metrics.paired_comparisons(make_runs(modalities=("T1", "TOF"), models=("cnn3d",)))
+    runs = {
+        ("T1", "cnn3d"): metrics.out_of_fold(make_folds(seed=0)),
+        ("TOF", "cnn3d"): metrics.out_of_fold(make_folds(seed=1)),
+    }
+    crossval = metrics.paired_comparisons(runs)
+    table = metrics.design_comparison(split, crossval)
+    assert list(table.columns) == list(metrics.DESIGN_COLUMNS)
+    row = table.iloc[0]
+    assert (row["n_split"], row["n_crossval"]) == (30, 30)
+    assert row["detectable_split"] == pytest.approx(split.loc[0, "detectable_difference"])
+    assert row["ratio"] == pytest.approx(row["detectable_split"] / row["detectable_crossval"])
+
+
 def test_holm_matches_hand_computation():
     np.testing.assert_allclose(metrics.holm([0.01, 0.04, 0.03, 0.5]), [0.04, 0.09, 0.09, 0.5])
 

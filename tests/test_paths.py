@@ -39,6 +39,12 @@ from brainage.vocabulary import RAW_SCANS, SITES
             {"modality": "T1", "model": "cnn3d", "replicate": 0, "name": "train_state", "ext": ".pt"},
             "results/checkpoints/T1/cnn3d/replicate0/train_state.pt",
         ),
+        ("crossval", {"fold": 2, "name": "split", "ext": ".csv"}, "results/crossval/fold2/split.csv"),
+        (
+            "crossval",
+            {"fold": 1, "modality": "TOF_bin", "model": "ridge", "name": "predictions", "ext": ".csv"},
+            "results/crossval/fold1/TOF_bin/ridge/predictions.csv",
+        ),
         ("attribution", {"name": "regions", "ext": ".nii.gz"}, "results/attribution/regions.nii.gz"),
         (
             "attribution",
@@ -104,7 +110,7 @@ def test_every_template_of_a_stage_takes_its_own_entities() -> None:
     for stage, templates in LAYOUTS.items():
         derived_paths = set()
         for template in templates:
-            entities = ("subject", "modality", "model", "replicate", "channel", "rule", "name")
+            entities = ("subject", "modality", "model", "replicate", "fold", "channel", "rule", "name")
             fields = {field: f"<{field}>" for field in entities if f"{{{field}}}" in template}
             if "{ext}" in template:
                 fields["ext"] = ".x"

@@ -147,6 +147,32 @@ def test_mae_comparison_without_oracle(tmp_path):
     assert_png_with_content(path)
 
 
+def out_of_fold_runs(keys, folds: int = 3) -> dict[tuple[str, str], pd.DataFrame]:
+    """Each run's predictions dealt into folds: subject i held out in fold i mod folds."""
+    runs = {}
+    for key, predictions in runs_for(keys).items():
+        held_out = np.arange(len(predictions)) % folds + 1
+        runs[key] = metrics.out_of_fold(
+            {fold: predictions.assign(set=np.where(held_out == fold, "eval", "train")) for fold in range(1, folds + 1)}
+        )
+    return runs
+
+
+@pytest.mark.parametrize("suffix", [".png", ".pdf"])
+def test_crossval_figures(tmp_path, suffix):
+    keys = list(itertools.product(("T1", "TOF_bin"), ("cnn3d", "ridge")))
+    runs = out_of_fold_runs(keys)
+    (tmp_path / "folds").mkdir()
+    (tmp_path / "differences").mkdir()
+    folds, differences = tmp_path / "folds" / f"folds{suffix}", tmp_path / "differences" / f"differences{suffix}"
+    table, spread = metrics.crossval_table(runs, n_resamples=50), metrics.fold_maes(runs)
+    plots.plot_mae_comparison(table, {}, folds, spread, "each fold", "out-of-fold MAE")
+    split = metrics.paired_comparisons(runs_for(keys))
+    plots.plot_design_differences(split, metrics.paired_comparisons(runs), differences)
+    for path in (folds, differences):
+        assert_png_with_content(path) if suffix == ".png" else assert_pdf(path)
+
+
 @pytest.mark.parametrize("suffix", [".png", ".pdf"])
 def test_plot_benchmarks(tmp_path, suffix):
     path = tmp_path / f"benchmarks{suffix}"
@@ -170,6 +196,7 @@ def test_plot_benchmarks_single_rule(tmp_path):
         lambda path: plots.plot_learning_curves({}, path),
         lambda path: plots.plot_mae_comparison(mae_table([])[:0], {}, path),
         lambda path: plots.plot_benchmarks(benchmark_summary()[:0], path),
+        lambda path: plots.plot_design_differences(pd.DataFrame(), pd.DataFrame(), path),
     ],
 )
 def test_nothing_to_plot_is_an_error_and_writes_nothing(tmp_path, call):

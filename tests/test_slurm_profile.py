@@ -57,7 +57,10 @@ def test_profile_lifts_the_workstation_gpu_cap(monkeypatch):
     _, args = parse_args(["--workflow-profile", str(SLURM_PROFILE)])
     assert args.executor == "slurm"
     assert args.resources["gpu"].value >= 100
-    assert args.set_resources["train"]["gpu"].value == 1
+    # Cross-validation's training jobs (rule train_fold) get the same GPU request as the study's.
+    for rule in ("train", "train_fold"):
+        assert args.set_resources[rule]["gpu"].value == 1
+        assert args.set_resources[rule]["mem_mb"].value == 8000
     assert args.set_resources["register"]["mem_mb"].value == 3000
     assert args.set_threads["train"] == 2  # a login node without GPU would make it 1
     _, args = parse_args(["--profile", str(SLURM_PROFILE), "--workflow-profile", "none"])

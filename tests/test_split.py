@@ -10,9 +10,11 @@ import pytest
 
 from brainage.demographics import read_demographics, resolve_subjects
 from brainage.split import (
+    FOLD_COLUMNS,
     SEED_TABLE_COLUMNS,
     SplitError,
     best_seed,
+    crossval_folds,
     make_split,
     seed_eval,
     seed_search,
@@ -167,3 +169,48 @@ def test_misaligned_inputs_are_refused() -> None:
     doubled = pd.concat([manifest, manifest.iloc[:1]])
     with pytest.raises(SplitError, match="more than once: IXI"):
         make_split(doubled, "stratified", 20, 5, 5, 0, range(2))
+
+
+def test_crossval_folds_are_disjoint_cover_every_subject_and_keep_tune_apart() -> None:
+    manifest = cohort(n=103)
+    folds = crossval_folds(manifest, folds=5, tune_size=10, seed=3)
+    assert list(folds.columns) == FOLD_COLUMNS
+    held_out = folds[folds["set"] == "eval"]
+    # Every subject is held out exactly once; the folds differ in size by at most one.
+    assert sorted(held_out["subject"]) == sorted(manifest["subject"])
+    assert held_out["fold"].value_counts().agg(["min", "max"]).tolist() == [20, 21]
+    for fold, split in folds.groupby("fold"):
+        assert sorted(split["subject"]) == sorted(manifest["subject"]), fold
+        tune = set(split.loc[split["set"] == "tune", "subject"])
+        assert len(tune) == 10 and not tune & set(split.loc[split["set"] == "eval", "subject"])
+    ages = manifest.set_index("subject")["age"]
+    assert (folds["age"].to_numpy() == ages.loc[folds["subject"]].to_numpy()).all()
+
+
+def test_crossval_folds_and_their_tune_sets_cover_the_age_range() -> None:
+    manifest = cohort(n=200)
+    folds = crossval_folds(manifest, folds=5, tune_size=10, seed=0)
+    ages = np.sort(manifest["age"].to_numpy())
+    for fold, split in folds.groupby("fold"):
+        for subset in ("eval", "tune"):
+            subset_ages = split.loc[split["set"] == subset, "age"]
+            # Each held-out fold and each inner tune set reaches into the youngest and the oldest tenth.
+            assert subset_ages.min() <= ages[len(ages) // 10], (fold, subset)
+            assert subset_ages.max() >= ages[-len(ages) // 10], (fold, subset)
+
+
+def test_crossval_folds_are_by_subject_id_and_seeded() -> None:
+    manifest = cohort(n=60)
+    folds = crossval_folds(manifest, folds=3, tune_size=4, seed=1)
+    shuffled = manifest.sample(frac=1.0, random_state=5).reset_index(drop=True)
+    pd.testing.assert_frame_equal(folds, crossval_folds(shuffled, folds=3, tune_size=4, seed=1))
+    assert not folds.equals(crossval_folds(manifest, folds=3, tune_size=4, seed=2))
+
+
+@pytest.mark.parametrize(
+    ("n", "folds", "message"),
+    [(60, 1, "at least 2 folds"), (20, 3, "too few for 3 folds: a fold of 7 leaves 13 for tune 4")],
+)
+def test_crossval_folds_refuse_what_cannot_train(n: int, folds: int, message: str) -> None:
+    with pytest.raises(SplitError, match=message):
+        crossval_folds(cohort(n=n), folds=folds, tune_size=4, seed=0)

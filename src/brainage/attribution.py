@@ -39,7 +39,8 @@ tissue classes of :mod:`brainage.templates` (template space only), the vessel re
 where the mean vessel fraction of the training subjects reaches :data:`VESSEL_FREQUENCY`), an
 optional labelled atlas, and on synthetic data the generator's truth: where the anatomy turns
 into CSF between the youngest and the oldest eval age (around the ventricles, and elsewhere:
-the cortical rim and sulci) and where the arterial tree runs (:mod:`brainage.synth`). A
+the cortical rim and sulci), where the arterial tree runs and which of its branches age prunes
+(:mod:`brainage.synth`). A
 region's enrichment is its share of a channel's attribution over its share of the brain's
 volume; 1 is what an attribution spread evenly over the brain gives.
 
@@ -95,7 +96,8 @@ from brainage.vocabulary import CHANNELS, EVAL, T1, TOF_BIN, TRAIN
 VESSEL_FREQUENCY = 0.25
 # Eval subjects the randomized model is attributed for: enough for a group mean and a median.
 RANDOMIZED_SUBJECTS = 10
-# Random arterial trees drawn for the generator's vessel truth, at ages spread over the eval range.
+# Random arterial trees drawn for the generator's vessel truth: at ages spread over the eval range
+# for the tree, and as many at the youngest and at the oldest age for the pruned branches.
 TRUTH_TREES = 16
 # Each grid voxel's truth fractions are averaged over this many sub-voxels per axis.
 TRUTH_SUPERSAMPLING = 3
@@ -315,6 +317,9 @@ def truth_regions(
     (:func:`brainage.synth.vessels.vessel_tree`: pruning, distal signal and tortuosity change
     with age). Head coordinates are template mm, so the grid's affine maps its voxels to them;
     the subjects' affine registration to the template is assumed to undo their head pose.
+    ``pruned branches``: how much more often a tree drawn at ``young_age`` than one drawn at
+    ``old_age`` holds a vessel in each voxel (the distal branches that age removes; most of the
+    tree's trunks are there at every age and carry little of the age signal).
     """
     anatomy = template_anatomy(working_step(scale))
     fine_shape, fine_affine = _supersampled(shape, grid_affine)
@@ -336,10 +341,15 @@ def truth_regions(
         vessel_tree(tuple(shape), grid_affine, age, rng)[0] for age in np.linspace(young_age, old_age, TRUTH_TREES)
     ]
     tree_frequency = np.mean(trees, axis=0)
+    young_trees, old_trees = (
+        np.mean([vessel_tree(tuple(shape), grid_affine, age, rng)[0] for _ in range(TRUTH_TREES)], axis=0)
+        for age in (young_age, old_age)
+    )
     return [
         Region("ventricles", TRUTH, turned * near_ventricles),
         Region("cortex and sulci", TRUTH, turned * (1.0 - near_ventricles)),
         Region("arterial tree", TRUTH, (tree_frequency >= VESSEL_FREQUENCY).astype(np.float32)),
+        Region("pruned branches", TRUTH, np.clip(young_trees - old_trees, 0.0, 1.0).astype(np.float32)),
     ]
 
 

@@ -10,6 +10,10 @@ order so tables and figures follow the order of the workflow's config. A run tra
 times with different seeds (replicates) is keyed by ``(modality, model, replicate)`` where the
 replicates matter: the headline numbers are one replicate's, and :func:`replicate_maes` gives
 the spread over all of them.
+
+Cross-validation (:func:`out_of_fold`) turns k fold runs into one predictions table in the same
+form, every subject's held-out prediction labelled eval, so the same metrics and comparisons
+apply to it; :func:`design_comparison` sets the two designs' detectable differences side by side.
 """
 
 from __future__ import annotations
@@ -67,10 +71,50 @@ COMPARISON_COLUMNS: Final = (
     "n",
     "mae_a",
     "mae_b",
+    "difference_lo",
+    "difference_hi",
+    "detectable_difference",
     "statistic",
     "p_value",
     "p_holm",
 )
+OUT_OF_FOLD_COLUMNS: Final = (
+    *PREDICTION_COLUMNS,
+    "fold",
+    "bias_slope",
+    "bias_intercept",
+    "predicted_corrected",
+    "gap",
+    "gap_corrected",
+)
+CROSSVAL_COLUMNS: Final = (
+    "modality",
+    "model",
+    "n",
+    "mae",
+    "mae_lo",
+    "mae_hi",
+    "folds",
+    "fold_mae_mean",
+    "fold_mae_sd",
+    "pearson_r",
+    "mae_corrected",
+    "gap_age_spearman_corrected",
+)
+FOLD_MAE_COLUMNS: Final = ("modality", "model", "fold", "mae")
+DESIGN_COLUMNS: Final = (
+    "model",
+    "modality_a",
+    "modality_b",
+    "n_split",
+    "detectable_split",
+    "n_crossval",
+    "detectable_crossval",
+    "ratio",
+)
+# Power analysis of the paired comparisons: two-sided tests at ALPHA, detected with POWER.
+ALPHA: Final = 0.05
+POWER: Final = 0.8
 BENCHMARK_COLUMNS: Final = ("rule", "job", "s", "max_rss_mb", "cpu_time")
 BENCHMARK_SUMMARY_COLUMNS: Final = ("rule", "jobs", "total_s", "mean_s", "max_s", "max_rss_mb")
 
@@ -296,7 +340,9 @@ def paired_comparisons(runs: Mapping[RunKey, pd.DataFrame]) -> pd.DataFrame:
 
     Errors are paired by subject id, never by row position, and the eval subject sets must be
     identical, otherwise the test would compare different people. ``p_holm`` adjusts all
-    comparisons in the table together (every modality pair of every model).
+    comparisons in the table together (every modality pair of every model). difference_lo and
+    difference_hi bound mae_a − mae_b (the mean paired difference of absolute errors) with a
+    95% t interval; detectable_difference is :func:`detectable_difference` of those differences.
     """
     rows = []
     models = dict.fromkeys(model for _, model in runs)
@@ -313,6 +359,8 @@ def paired_comparisons(runs: Mapping[RunKey, pd.DataFrame]) -> pd.DataFrame:
                     f"(only in {modality_a}: {only_a}; only in {modality_b}: {only_b})"
                 )
             errors_b = errors_b.loc[errors_a.index]
+            differences = errors_a.to_numpy() - errors_b.to_numpy()
+            half_width = stats.t.ppf(1 - ALPHA / 2, len(differences) - 1) * _standard_error(differences)
             if np.all(errors_a.to_numpy() == errors_b.to_numpy()):
                 # Identical errors carry no evidence of a difference; scipy would divide by zero.
                 statistic, p_value = 0.0, 1.0
@@ -327,6 +375,9 @@ def paired_comparisons(runs: Mapping[RunKey, pd.DataFrame]) -> pd.DataFrame:
                     "n": len(errors_a),
                     "mae_a": float(errors_a.mean()),
                     "mae_b": float(errors_b.mean()),
+                    "difference_lo": float(differences.mean() - half_width),
+                    "difference_hi": float(differences.mean() + half_width),
+                    "detectable_difference": detectable_difference(differences),
                     "statistic": statistic,
                     "p_value": p_value,
                 }
@@ -334,6 +385,113 @@ def paired_comparisons(runs: Mapping[RunKey, pd.DataFrame]) -> pd.DataFrame:
     table = pd.DataFrame(rows, columns=list(COMPARISON_COLUMNS))
     table["p_holm"] = holm(table["p_value"].to_numpy(float))
     return table
+
+
+def _standard_error(values: FloatArray) -> float:
+    return float(np.std(values, ddof=1) / math.sqrt(len(values))) if len(values) > 1 else math.nan
+
+
+def detectable_difference(differences: ArrayLike, alpha: float = ALPHA, power: float = POWER) -> float:
+    """The smallest true mean paired difference a two-sided test at ``alpha`` finds with ``power``.
+
+    (z₁₋α/₂ + z_power) · SD(differences) / √n: the normal approximation of the paired t-test,
+    given the spread of the observed per-subject differences. The Wilcoxon test's efficiency
+    relative to the t-test is 0.955 for normal differences (at least 0.864 for any), so for it the
+    number is a slight underestimate. It shrinks with √n: the same subjects' errors measured on
+    four times as many subjects halve it.
+    """
+    values = np.asarray(differences, dtype=float)
+    z = stats.norm.ppf(1 - alpha / 2) + stats.norm.ppf(power)
+    return float(z * _standard_error(values))
+
+
+def out_of_fold(folds: Mapping[int, pd.DataFrame]) -> pd.DataFrame:
+    """One (modality, model)'s cross-validation runs as one table: each subject's held-out prediction.
+
+    ``folds`` maps fold number to that fold run's predictions (its held-out subjects labelled
+    eval). Each fold's bias correction is fitted on its own train and tune rows only, so a
+    subject's corrected age never depends on a held-out age, its own or another's. Returns the
+    columns :data:`OUT_OF_FOLD_COLUMNS`, set eval on every row, sorted by subject; raises
+    ValueError when a subject is held out in more than one fold.
+    """
+    tables = []
+    for fold, predictions in folds.items():
+        validate_predictions(predictions)
+        fit_rows = _rows(predictions, TRAIN, TUNE)
+        slope, intercept = fit_bias_correction(fit_rows["age"], fit_rows["predicted"])
+        held_out = _rows(predictions, EVAL)[list(PREDICTION_COLUMNS)]
+        corrected = apply_bias_correction(held_out["age"], held_out["predicted"], slope, intercept)
+        tables.append(
+            held_out.assign(fold=int(fold), bias_slope=slope, bias_intercept=intercept, predicted_corrected=corrected)
+        )
+    if not tables:
+        raise ValueError("no folds to join")
+    table = pd.concat(tables, ignore_index=True)
+    repeated = table["subject"][table["subject"].duplicated()]
+    if len(repeated):
+        raise ValueError(f"subjects held out in more than one fold: {sorted(map(str, repeated.unique()))}")
+    table["gap"] = table["predicted"] - table["age"]
+    table["gap_corrected"] = table["predicted_corrected"] - table["age"]
+    return table.sort_values("subject", ignore_index=True)[list(OUT_OF_FOLD_COLUMNS)]
+
+
+def fold_maes(runs: Mapping[RunKey, pd.DataFrame]) -> pd.DataFrame:
+    """Every fold's MAE of every run, from :func:`out_of_fold` tables: columns :data:`FOLD_MAE_COLUMNS`."""
+    rows = [
+        {"modality": modality, "model": model, "fold": int(fold), "mae": float(mae)}
+        for (modality, model), table in runs.items()
+        for fold, mae in (table["predicted"] - table["age"]).abs().groupby(table["fold"]).mean().items()
+    ]
+    return pd.DataFrame(rows, columns=list(FOLD_MAE_COLUMNS))
+
+
+def crossval_table(runs: Mapping[RunKey, pd.DataFrame], n_resamples: int = 1000, seed: int = 0) -> pd.DataFrame:
+    """Per (modality, model), from :func:`out_of_fold` tables: the out-of-fold MAE with its
+    subject-level bootstrap interval, the spread of the folds' MAEs, and the corrected MAE.
+    Columns :data:`CROSSVAL_COLUMNS`, in run order."""
+    rows = []
+    every_fold = fold_maes(runs)
+    for (modality, model), table in runs.items():
+        age, predicted = table["age"].to_numpy(float), table["predicted"].to_numpy(float)
+        intervals = bootstrap_intervals(age, predicted, n_resamples=n_resamples, seed=seed)
+        scores = regression_metrics(age, predicted)
+        folds = every_fold[(every_fold["modality"] == modality) & (every_fold["model"] == model)]["mae"]
+        corrected = regression_metrics(age, table["predicted_corrected"])
+        rows.append(
+            {
+                "modality": modality,
+                "model": model,
+                "n": len(table),
+                "mae": scores["mae"],
+                "mae_lo": intervals["mae"][0],
+                "mae_hi": intervals["mae"][1],
+                "folds": len(folds),
+                "fold_mae_mean": float(folds.mean()),
+                "fold_mae_sd": float(folds.std(ddof=1)) if len(folds) > 1 else math.nan,
+                "pearson_r": scores["pearson_r"],
+                "mae_corrected": corrected["mae"],
+                "gap_age_spearman_corrected": corrected["gap_age_spearman"],
+            }
+        )
+    return pd.DataFrame(rows, columns=list(CROSSVAL_COLUMNS)).astype({"n": "int64", "folds": "int64"})
+
+
+def design_comparison(split: pd.DataFrame, crossval: pd.DataFrame) -> pd.DataFrame:
+    """The detectable difference of every modality comparison in the single split and in
+    cross-validation, side by side (both :func:`paired_comparisons` tables); ratio is the
+    split's over cross-validation's, how many times smaller a difference cross-validation finds.
+    Columns :data:`DESIGN_COLUMNS`."""
+    keys = ["model", "modality_a", "modality_b"]
+    columns = {"n": "n_{}", "detectable_difference": "detectable_{}"}
+    table = pd.merge(
+        split[[*keys, *columns]].rename(columns={k: v.format("split") for k, v in columns.items()}),
+        crossval[[*keys, *columns]].rename(columns={k: v.format("crossval") for k, v in columns.items()}),
+        on=keys,
+        how="inner",
+        validate="one_to_one",
+    )
+    table["ratio"] = table["detectable_split"] / table["detectable_crossval"]
+    return table[list(DESIGN_COLUMNS)]
 
 
 def reference_lines(predictions: pd.DataFrame, ground_truth: pd.DataFrame | None = None) -> dict[str, float]:

@@ -1,7 +1,7 @@
 """Every file the workflow derives, named by one builder: entities in, path out.
 
 :func:`derived` is modelled on hippunfold's ``bids()``: a file is described by its stage and
-entities (subject, modality, model, replicate, channel, rule, name, ext) and the builder alone
+entities (subject, modality, model, replicate, fold, channel, rule, name, ext) and the builder alone
 turns them into a path under ``results/``. Values may be real (``subject="IXI002"``) or Snakemake
 wildcards (``subject="{subject}"``), so the rules declare their patterns and the scripts and
 tests build concrete paths with the same call. :data:`LAYOUTS` is the whole naming scheme of
@@ -48,7 +48,17 @@ LAYOUTS: dict[str, tuple[str, ...]] = {
     ),
     # Outside train/, so that Snakemake, which deletes a failed job's outputs, keeps a
     # half-trained run's state.
-    "checkpoints": ("checkpoints/{modality}/{model}/replicate{replicate}/{name}{ext}",),
+    "checkpoints": (
+        "checkpoints/{modality}/{model}/replicate{replicate}/{name}{ext}",
+        "checkpoints/crossval/fold{fold}/{modality}/{model}/{name}{ext}",
+    ),
+    # Cross-validation beside the study's split: each fold's split, each fold's runs (trained
+    # with the first replicate's seed), and the out-of-fold tables and figures.
+    "crossval": (
+        "crossval/{name}{ext}",
+        "crossval/fold{fold}/{name}{ext}",
+        "crossval/fold{fold}/{modality}/{model}/{name}{ext}",
+    ),
     "evaluation": ("evaluation/{name}{ext}",),
     "attribution": (
         "attribution/{name}{ext}",  # the study's regions, shared by every run
@@ -64,6 +74,7 @@ LAYOUTS: dict[str, tuple[str, ...]] = {
         "logs/{rule}/{name}.log",
         "logs/{rule}/{modality}_{model}_replicate{replicate}.log",
         "logs/{rule}/{modality}_{model}.log",
+        "logs/{rule}/fold{fold}_{modality}_{model}.log",
     ),
     "benchmarks": (
         "benchmarks",
@@ -72,6 +83,7 @@ LAYOUTS: dict[str, tuple[str, ...]] = {
         "benchmarks/{rule}/{name}.tsv",
         "benchmarks/{rule}/{modality}_{model}_replicate{replicate}.tsv",
         "benchmarks/{rule}/{modality}_{model}.tsv",
+        "benchmarks/{rule}/fold{fold}_{modality}_{model}.tsv",
     ),
 }
 
@@ -92,6 +104,7 @@ def derived(
     modality: str | None = None,
     model: str | None = None,
     replicate: int | str | None = None,
+    fold: int | str | None = None,
     channel: str | None = None,
     rule: str | None = None,
     name: str | None = None,
@@ -110,6 +123,7 @@ def derived(
             "modality": modality,
             "model": model,
             "replicate": replicate,
+            "fold": fold,
             "channel": channel,
             "rule": rule,
             "name": name,

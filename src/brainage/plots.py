@@ -1,5 +1,6 @@
 """Figures: the youngest and oldest subject, per-subject QC and the TOF gallery, the split,
-learning curves, predictions, error trends, MAE comparison, cost, attribution maps.
+learning curves, predictions, error trends, MAE comparison, cross-validation folds and design
+comparison, cost, attribution maps.
 
 Figures are built with matplotlib's object-oriented :class:`~matplotlib.figure.Figure` API and
 never touch pyplot, so no global state leaks between figures or into the workflow's processes.
@@ -172,15 +173,23 @@ REFERENCE_STYLES = {
 
 
 def plot_mae_comparison(
-    table: pd.DataFrame, references: Mapping[str, float], path: str | Path, replicates: pd.DataFrame | None = None
+    table: pd.DataFrame,
+    references: Mapping[str, float],
+    path: str | Path,
+    spread: pd.DataFrame | None = None,
+    spread_label: str = "each training replicate",
+    scored: str = "eval MAE",
 ) -> None:
-    """Eval MAE with its bootstrap interval for every modality × model, with reference lines.
+    """MAE with its bootstrap interval for every modality × model, with reference lines.
 
     The lines put the numbers in scale: a model near the predict-the-mean line learned little,
-    and none can be expected below the oracle line (present only for synthetic data). Runs
-    trained more than once (``replicates``, from :func:`brainage.metrics.replicate_maes`) show
-    every replicate's MAE as an open marker beside the headline one, so the seed's noise can be
-    read against the differences between modalities.
+    and none can be expected below the oracle line (present only for synthetic data). ``spread``
+    (columns modality, model, mae) shows the MAEs behind a headline number as open markers
+    beside it wherever a run has several: the training replicates
+    (:func:`brainage.metrics.replicate_maes`), so the seed's noise can be read against the
+    differences between modalities, or the cross-validation folds
+    (:func:`brainage.metrics.fold_maes`, with ``scored`` "out-of-fold MAE"), so the variation
+    between held-out sets of that size can.
     """
     if table.empty:
         raise ValueError("no runs to plot")
@@ -197,10 +206,10 @@ def plot_mae_comparison(
         mae = rows["mae"].to_numpy(float)
         error = np.vstack([mae - rows["mae_lo"].to_numpy(float), rows["mae_hi"].to_numpy(float) - mae])
         ax.errorbar(x, mae, yerr=error, fmt="o", capsize=3, markersize=5, color=f"C{i}", label=model)
-        if replicates is not None and (rows["n_replicates"] > 1).any():
-            own = replicates[replicates["model"] == model]
+        if spread is not None and spread.groupby(["modality", "model"]).size().max() > 1:
+            own = spread[spread["model"] == model]
             spread_x = own["modality"].map(position).to_numpy(float) + offset + step / 3
-            label = "each training replicate" if i == 0 else None
+            label = spread_label if i == 0 else None
             ax.scatter(spread_x, own["mae"], s=14, facecolors="none", edgecolors=f"C{i}", linewidths=0.8, label=label)
     for key, (label, style) in REFERENCE_STYLES.items():
         if key in references:
@@ -209,8 +218,44 @@ def plot_mae_comparison(
     ax.set_xticks(range(len(modalities)), modalities)
     ax.set_xlim(-0.6, len(modalities) - 0.4)
     ax.set_ylim(bottom=0.0)
-    ax.set_ylabel("eval MAE (years), 95% bootstrap interval")
+    ax.set_ylabel(f"{scored} (years), 95% bootstrap interval")
     fig.legend(loc="outside right upper", fontsize=8, frameon=False)
+    io.save_figure(fig, path, dpi=DPI)
+
+
+def plot_design_differences(split: pd.DataFrame, crossval: pd.DataFrame, path: str | Path) -> None:
+    """Paired MAE differences between modalities with 95% intervals, single split beside
+    cross-validation: one panel per model, one row per modality pair.
+
+    Both tables are :func:`brainage.metrics.paired_comparisons`'; an interval that excludes 0
+    is a difference the design can see, and the intervals' widths compare the designs' power.
+    """
+    if split.empty or crossval.empty:
+        raise ValueError("no comparisons to plot")
+    models = list(dict.fromkeys(crossval["model"]))
+    pairs = list(dict.fromkeys(zip(crossval["modality_a"], crossval["modality_b"], strict=True)))
+    fig = Figure(figsize=(PANEL_SIZE[0] * len(models) + 0.8, 0.45 * len(pairs) + 1.6), layout="constrained")
+    axes = fig.subplots(1, len(models), squeeze=False, sharey=True)[0]
+    designs = [("single split", split, -0.15), ("cross-validation", crossval, 0.15)]
+    for ax, model in zip(axes, models, strict=True):
+        for i, (design, table, offset) in enumerate(designs):
+            rows = table[table["model"] == model].set_index(["modality_a", "modality_b"])
+            present = [pair for pair in pairs if pair in rows.index]
+            if not present:
+                continue
+            rows = rows.loc[present]
+            difference = (rows["mae_a"] - rows["mae_b"]).to_numpy(float)
+            error = np.vstack([difference - rows["difference_lo"], rows["difference_hi"] - difference])
+            y = np.array([pairs.index(pair) for pair in present]) + offset
+            label = f"{design} (n = {int(rows['n'].iloc[0])})"
+            ax.errorbar(difference, y, xerr=error, fmt="o", capsize=3, markersize=4, color=f"C{i}", label=label)
+        ax.axvline(0.0, color="black", linewidth=0.8, linestyle="--")
+        ax.set_title(model, fontsize=9)
+        ax.set_xlabel("MAE difference a − b (years)", fontsize=8)
+        ax.tick_params(labelsize=7)
+    _shared_legend(fig, axes[0])
+    axes[0].set_yticks(range(len(pairs)), [f"{a} − {b}" for a, b in pairs])
+    axes[0].invert_yaxis()
     io.save_figure(fig, path, dpi=DPI)
 
 

@@ -7,6 +7,10 @@ the report can show it, and :func:`stratified_eval` builds a set that is uniform
 Everything here is keyed by subject id, never by row position: the original work once filled
 the sets from DataFrame positions instead of the returned ids, which silently mixes subjects
 up whenever the index is not 0..n-1.
+
+:func:`crossval_folds` adds a second design beside the split: k folds over every subject,
+stratified by age, each with its own inner tune set, so that every subject gets an out-of-fold
+prediction.
 """
 
 from __future__ import annotations
@@ -211,6 +215,49 @@ def make_split(
         {"subject": by_id.index, "set": [labels.get(s, TRAIN) for s in by_id.index], "age": by_id.to_numpy()}
     )
     return split, table[SEED_TABLE_COLUMNS]
+
+
+FOLD_COLUMNS = ["fold", "subject", "set", "age"]
+
+
+def crossval_folds(manifest: pd.DataFrame, folds: int, tune_size: int, seed: int) -> pd.DataFrame:
+    """Every subject held out once in ``folds`` age-stratified folds, with an inner tune set per fold.
+
+    Subjects sorted by age are dealt in consecutive groups of ``folds``, each group's members to
+    distinct folds in a ``seed``-drawn order, so every fold's held-out ages cover the whole range
+    and fold sizes differ by at most one. Within each fold's training subjects, ``tune_size`` of
+    them form the inner tune set, one drawn with ``seed`` from each of ``tune_size`` consecutive
+    age strata, so selection sees the whole age range too; the held-out fold chooses nothing.
+
+    Returns one split per fold, stacked: columns :data:`FOLD_COLUMNS`, fold numbered 1..folds,
+    set "train" | "tune" | "eval" (eval = the held-out fold), each subject in every fold once.
+    """
+    cohort = _check_manifest(manifest, [])
+    by_id = _ages_by_subject(cohort["subject"], cohort["age"])
+    if folds < 2:
+        raise SplitError(f"cross-validation needs at least 2 folds (got {folds})")
+    largest_fold = -(-len(by_id) // folds)
+    needed_training = tune_size + MIN_TRAIN_SIZE
+    if len(by_id) - largest_fold < needed_training:
+        raise SplitError(
+            f"{len(by_id)} subjects are too few for {folds} folds: a fold of {largest_fold} leaves "
+            f"{len(by_id) - largest_fold} for tune {tune_size} + training at least {MIN_TRAIN_SIZE}"
+        )
+    rng = np.random.default_rng(seed)
+    # Ties in age are broken by id, so the deal depends on the cohort, not on its row order.
+    by_age = by_id.sort_values(kind="stable")
+    held_out = pd.Series(0, index=by_age.index)
+    for start in range(0, len(by_age), folds):
+        group = by_age.index[start : start + folds]
+        held_out.loc[group] = rng.permutation(folds)[: len(group)] + 1
+    splits = []
+    for fold in range(1, folds + 1):
+        training = by_age[held_out != fold]
+        strata = np.array_split(np.arange(len(training)), tune_size) if tune_size else []
+        tune_ids = {training.index[int(rng.choice(stratum))] for stratum in strata}
+        labels = [EVAL if held_out[s] == fold else TUNE if s in tune_ids else TRAIN for s in by_id.index]
+        splits.append(pd.DataFrame({"fold": fold, "subject": by_id.index, "set": labels, "age": by_id.to_numpy()}))
+    return pd.concat(splits, ignore_index=True)[FOLD_COLUMNS]
 
 
 def _ages_by_subject(subjects: pd.Series | Sequence[str], ages: pd.Series | Sequence[float]) -> pd.Series:

@@ -21,6 +21,10 @@ DOWNLOADS_IXI = not IS_SYNTHETIC and config["dataset"].get("download", False)
 # The entities of one baseline fit and of one training run, as wildcards.
 BASELINE_WILDCARDS = {"modality": "{modality}", "model": "{model}"}
 RUN_WILDCARDS = {**BASELINE_WILDCARDS, "replicate": "{replicate}"}
+# The entities of one cross-validation run: a run of the first replicate, in one fold.
+FOLD_RUN_WILDCARDS = {"fold": "{fold}", **BASELINE_WILDCARDS}
+# Cross-validation beside the study's split: off at 0 folds.
+CROSSVAL_FOLDS = config["cross_validation"]["folds"]
 # The report's category of the attribution maps, after 5. Evaluation.
 ATTRIBUTION_CATEGORY = "6. Where the model looks"
 
@@ -30,6 +34,7 @@ wildcard_constraints:
     modality="|".join(map(re.escape, config["channel_sets"])),
     model="|".join(config["models"]),
     replicate=r"\d+",
+    fold=r"\d+",
 
 
 @functools.cache
@@ -229,6 +234,41 @@ def training_seed(wildcards) -> int:
     return config["seed"] + int(wildcards.replicate)
 
 
+def folds() -> list[int]:
+    """The cross-validation folds, numbered from 1; none when cross-validation is off."""
+    return list(range(1, CROSSVAL_FOLDS + 1))
+
+
+def fold_split(fold) -> str:
+    """Fold `fold`'s split (its held-out subjects labelled eval), written by rule crossval_split."""
+    return rules.crossval_split.output.splits[int(fold) - 1]
+
+
+def fold_runs() -> list[tuple[int, str, str]]:
+    """Every (fold, modality, model) of cross-validation: the first replicate's runs, in each fold."""
+    first = config["replicates"][0]
+    return [(fold, modality, model) for fold in folds() for modality, model, replicate in runs() if replicate == first]
+
+
+def fold_run_inputs(wildcards) -> dict:
+    """What a cross-validation run reads: a run's inputs, with its fold's split instead of the study's."""
+    return {**run_inputs(wildcards), "split": fold_split(wildcards.fold)}
+
+
+def fold_predictions() -> list[str]:
+    """Every cross-validation run's predictions table, in the order of fold_runs(): rule
+    fit_baseline_fold's for a baseline, rule train_fold's otherwise."""
+    return [
+        expand(
+            rules.fit_baseline_fold.output.predictions if model in BASELINES else rules.train_fold.output.predictions,
+            fold=fold,
+            modality=modality,
+            model=model,
+        )[0]
+        for fold, modality, model in fold_runs()
+    ]
+
+
 def final_outputs() -> list:
     return [
         rules.manifest.output.manifest,
@@ -245,4 +285,20 @@ def final_outputs() -> list:
         *run_outputs(rules.attribution.output.figure, attributed_runs()),
         rules.benchmark_summary.output.figure,
         rules.youngest_and_oldest.output[0],
+        *crossval_outputs(),
+    ]
+
+
+def crossval_outputs() -> list:
+    """Cross-validation's tables and figures, when it is on."""
+    if not CROSSVAL_FOLDS:
+        return []
+    output = rules.crossval_evaluate.output
+    return [
+        output.metrics,
+        output.comparisons,
+        output.designs,
+        output.predictions_figure,
+        output.folds,
+        output.differences,
     ]

@@ -63,8 +63,11 @@ rule benchmark_summary:
     """Runtime and memory of every job, from Snakemake's benchmark files."""
     input:
         rules.evaluate.output.metrics,
-        # Attribution jobs are the last besides evaluate: their benchmarks must be there too.
+        # Attribution and cross-validation jobs are the last besides evaluate: their benchmarks
+        # must be there too.
         run_outputs(rules.attribution.output.table, attributed_runs()),
+        # A function: rule crossval_evaluate, defined after this file, reads evaluate's output.
+        lambda wildcards: crossval_outputs(),
     output:
         table=report(
             derived("evaluation", name="benchmarks", ext=".csv"),
