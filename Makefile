@@ -23,13 +23,13 @@ test: lint
 	$(VENV)/bin/pytest -n 2 --dist loadfile --durations=15
 
 # Settings in pyproject.toml ([tool.ruff], [tool.snakefmt]); fix with `ruff check --fix`,
-# `ruff format` and `snakefmt Snakefile workflow`.
+# `ruff format` and `snakefmt Snakefile workflow`. The workflow is linted twice: the tiny
+# config turns on cross-validation, whose rules the default leaves out.
 lint: $(INSTALLED)
 	$(VENV)/bin/ruff check
 	$(VENV)/bin/ruff format --check
 	$(VENV)/bin/snakefmt --check Snakefile workflow
 	$(SNAKEMAKE) --lint
-	# Again with cross-validation on (the tiny config), whose rules the default leaves out.
 	$(SNAKEMAKE) --lint --configfile config/tiny.yaml
 
 dry-run: $(INSTALLED)

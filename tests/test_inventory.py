@@ -48,10 +48,10 @@ def test_scan_raw_finds_files_anywhere(tmp_path: Path) -> None:
     pd_ = write_image(raw / "deep" / "er" / "IXI012-HH-1211-PD.nii.gz")
     write_image(raw / "IXI-T1" / "notes-T1.nii.gz")  # not an IXI name: ignored
     files = scan_raw(raw)
-    assert list(files.columns) == ["subject", "ixi_id", "site", "path_T1", "path_PD", "path_MRA"]
+    assert list(files.columns) == ["subject", "site", "path_T1", "path_PD", "path_MRA"]
     assert files["subject"].tolist() == ["IXI002", "IXI012"]
     first, second = files.iloc[0], files.iloc[1]
-    assert (first["ixi_id"], first["site"]) == (2, "Guys")
+    assert first["site"] == "Guys"
     assert first["path_T1"] == str(t1.resolve()) and first["path_MRA"] == str(mra.resolve())
     assert first["path_PD"] == ""
     assert second["site"] == "HH" and second["path_PD"] == str(pd_.resolve())
@@ -144,7 +144,7 @@ def test_build_inventory(tmp_path: Path) -> None:
     assert list(exclusions.columns) == ["subject", "reason"]
     assert len(exclusions) == (~subjects["included"]).sum()
     sheet_only = subjects.set_index("subject").loc["IXI020"]
-    assert sheet_only["ixi_id"] == 20 and sheet_only["path_T1"] == "" and sheet_only["site"] == ""
+    assert sheet_only["path_T1"] == "" and sheet_only["site"] == ""
 
 
 def test_lying_headers_are_excluded_without_allocating_their_claims(tmp_path: Path) -> None:

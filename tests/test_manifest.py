@@ -15,7 +15,6 @@ def inventory() -> pd.DataFrame:
     return pd.DataFrame(
         {
             "subject": ["IXI012", "IXI002", "IXI013", "IXI014", "IXI099"],
-            "ixi_id": [12, 2, 13, 14, 99],
             "site": ["HH", "Guys", "HH", "IOP", "HH"],
             "sex": ["F", "M", "M", "F", np.nan],
             "age": [40.25, 35.5, 61.0, 50.0, np.nan],

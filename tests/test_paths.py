@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
 
-from brainage.paths import IXI_IMAGE_NAME, LAYOUTS, derived, ixi_archive, ixi_image
+from brainage.demographics import subject_id
+from brainage.paths import IXI_IMAGE_NAME, IXI_SUBJECT, LAYOUTS, derived, ixi_archive, ixi_image
 from brainage.vocabulary import RAW_SCANS, SITES
 
 
@@ -127,7 +129,12 @@ def test_ixi_image_names_parse_back_to_their_parts(scan: str, site: str) -> None
     assert path.parent.name == Path(ixi_archive(scan)).stem == f"IXI-{scan}"
     match = IXI_IMAGE_NAME.fullmatch(path.name)
     assert match is not None
-    assert (int(match["ixi_id"]), match["site"], int(match["series"]), match["scan"]) == (12, site, 87, scan)
+    assert (match["subject"], match["site"], int(match["series"]), match["scan"]) == ("IXI012", site, 87, scan)
+
+
+def test_ixi_subject_pattern_matches_the_ids_the_package_makes() -> None:
+    assert re.fullmatch(IXI_SUBJECT, subject_id(2)) and re.fullmatch(IXI_SUBJECT, subject_id(999))
+    assert not re.fullmatch(IXI_SUBJECT, "IXI1000") and not re.fullmatch(IXI_SUBJECT, "sub-01")
 
 
 def test_ixi_image_name_refuses_other_scans_and_sites() -> None:

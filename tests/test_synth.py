@@ -20,6 +20,7 @@ import xlrd
 from scipy import ndimage
 
 from brainage import synth
+from brainage.paths import IXI_SUBJECT
 from brainage.templates import TEMPLATE_GM, TEMPLATE_T1, TEMPLATE_WM, template_path
 from conftest import IXI_SHEET_HEADER
 
@@ -92,7 +93,7 @@ def test_plan_has_the_documented_columns_and_is_deterministic() -> None:
     assert list(plan.columns) == PLAN_COLUMNS
     pd.testing.assert_frame_equal(plan, synth.plan_cohort(40, 3))
     assert not plan.equals(synth.plan_cohort(40, 4))
-    assert all(re.fullmatch(r"IXI\d{3}", subject) for subject in plan["subject"])
+    assert all(re.fullmatch(IXI_SUBJECT, subject) for subject in plan["subject"])
     assert (plan["subject"] == [f"IXI{i:03d}" for i in plan["ixi_id"]]).all()
     assert plan["ixi_id"].iloc[0] <= 4
     assert plan["ixi_id"].is_monotonic_increasing and plan["ixi_id"].is_unique

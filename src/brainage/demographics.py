@@ -52,7 +52,12 @@ _DATE_COLUMNS = ("dob", "study_date")
 # An age cell that is not a number, as written, beside the age column (which holds NaN there):
 # such a cell excludes its subject (see resolve_subjects) instead of stopping the whole sheet.
 AGE_TEXT = "age_text"
-_SEX_CODES = {1: "M", 2: "F"}
+# The sex labels of the inventory and manifest, whatever the source writes.
+MALE = "M"
+FEMALE = "F"
+_SEX_CODES = {1: MALE, 2: FEMALE}
+# Why a subject without a chronological age is excluded (brain age needs it), for every source.
+NO_AGE = "no age in demographics sheet"
 
 
 class DemographicsError(ValueError):
@@ -62,6 +67,13 @@ class DemographicsError(ValueError):
 def subject_id(ixi_id: int) -> str:
     """The subject label used everywhere else, as in the IXI image file names: 2 -> "IXI002"."""
     return f"IXI{int(ixi_id):03d}"
+
+
+def implausible_age(age: str, age_range: tuple[float, float] = AGE_RANGE) -> str:
+    """Why an age, as written (text that is not a number, or a number outside ``age_range``),
+    excludes its subject: the sheet, or whichever table gave it, is wrong about this person."""
+    low, high = age_range
+    return f"age {age} is not a plausible age (allowed {low:g}-{high:g})"
 
 
 def read_demographics(path: Path, sheet: str = "Table") -> pd.DataFrame:
@@ -141,7 +153,7 @@ def resolve_subjects(
     for ixi_id, group in unique.groupby("ixi_id", sort=True):
         problems = _implausible_ages(group, age_range) or _conflicts(group)
         if not problems and group["age"].isna().all():
-            problems = ["no age in demographics sheet"]
+            problems = [NO_AGE]
         if problems:
             excluded.append({"subject": subject_id(ixi_id), "reason": "; ".join(problems)})
         else:
@@ -320,7 +332,7 @@ def _implausible_ages(group: pd.DataFrame, age_range: tuple[float, float]) -> li
     low, high = age_range
     texts = group[AGE_TEXT].dropna().tolist() if AGE_TEXT in group else []
     outside = [f"{age:g}" for age in group["age"].dropna() if not low <= age <= high]
-    return [f"age {text} is not a plausible age (allowed {low:g}-{high:g})" for text in dict.fromkeys(texts + outside)]
+    return [implausible_age(text, age_range) for text in dict.fromkeys(texts + outside)]
 
 
 def _conflicts(group: pd.DataFrame) -> list[str]:

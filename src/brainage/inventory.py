@@ -1,5 +1,10 @@
 """What exists on disk, joined with the demographics: who is usable, and why the others are not.
 
+Two raw sources give the same inventory: IXI's download (:func:`build_inventory`) and a BIDS
+dataset (:func:`brainage.bids.build_bids_inventory`). Each finds its files (:data:`FILE_COLUMNS`)
+and its demographics; :func:`join_inventory` then applies the same exclusion rules and image
+checks to both.
+
 IXI ships one tar per scan; they extract flat or into ``IXI-T1/``-style folders, so images
 are found by file name (:data:`brainage.paths.IXI_IMAGE_NAME`) anywhere under the raw folder.
 Every required image is fully decoded once here, so a truncated download excludes one subject
@@ -15,14 +20,15 @@ from typing import Any
 
 import pandas as pd
 
-from brainage.demographics import AGE_RANGE, read_demographics, resolve_subjects, subject_id
+from brainage.demographics import AGE_RANGE, read_demographics, resolve_subjects
 from brainage.io import ImageError, load_image
 from brainage.paths import IXI_IMAGE_NAME
 from brainage.vocabulary import RAW_SCANS
 
+# What a raw source's file scan gives, one row per subject: paths are absolute, "" when absent.
+FILE_COLUMNS = ["subject", "site", *(f"path_{scan}" for scan in RAW_SCANS)]
 INVENTORY_COLUMNS = [
     "subject",
-    "ixi_id",
     "site",
     "sex",
     "age",
@@ -40,7 +46,7 @@ class InventoryError(ValueError):
 
 
 def scan_raw(raw_dir: Path) -> pd.DataFrame:
-    """One row per subject found under ``raw_dir``: subject, ixi_id, site, path_T1/PD/MRA.
+    """One row per subject found under ``raw_dir``, with :data:`FILE_COLUMNS`.
 
     Paths are absolute; a scan the subject lacks is an empty string. Files whose names do
     not follow the IXI pattern are ignored. The same image found twice, or one subject at two
@@ -54,19 +60,15 @@ def scan_raw(raw_dir: Path) -> pd.DataFrame:
         match = IXI_IMAGE_NAME.fullmatch(path.name)
         if match is None:
             continue
-        ixi_id, site, scan = int(match["ixi_id"]), match["site"], match["scan"]
-        subject = subject_id(ixi_id)
-        record = found.setdefault(
-            subject, {"subject": subject, "ixi_id": ixi_id, "site": site} | {f"path_{s}": "" for s in RAW_SCANS}
-        )
+        subject, site, scan = match["subject"], match["site"], match["scan"]
+        record = found.setdefault(subject, {"subject": subject, "site": site} | {f"path_{s}": "" for s in RAW_SCANS})
         if record["site"] != site:
             raise InventoryError(f"{subject}: images from two sites ({record['site']}, {site}), e.g. {path}")
         key = f"path_{scan}"
         if record[key]:
             raise InventoryError(f"{subject}: {scan} image found twice: {record[key]} and {path}; remove one")
         record[key] = str(path.resolve())
-    columns = ["subject", "ixi_id", "site", *(f"path_{scan}" for scan in RAW_SCANS)]
-    table = pd.DataFrame(list(found.values()), columns=columns)
+    table = pd.DataFrame(list(found.values()), columns=FILE_COLUMNS)
     return table.sort_values("subject").reset_index(drop=True)
 
 
@@ -106,34 +108,56 @@ def build_inventory(
     sheet_name: str = "Table",
     age_range: tuple[float, float] = AGE_RANGE,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Join images on disk with the demographics sheet; return (subjects, exclusions).
+    """Join IXI's images on disk with its demographics sheet; return (subjects, exclusions).
 
-    ``subjects`` holds every subject seen on disk or in the sheet, with columns
-    ``INVENTORY_COLUMNS``, sorted by subject. A subject is excluded, with every applicable
-    reason joined by "; ", when it is absent from the sheet, excluded by the sheet rules
-    (:func:`brainage.demographics.resolve_subjects`, ages outside ``age_range`` included), has
-    no images at all, or lacks a required scan. Only subjects that pass those checks have
-    their required images loaded (slow), and a bad image excludes them too. ``exclusions`` is
-    (subject, reason) for the excluded rows.
+    The sheet is resolved by :func:`brainage.demographics.resolve_subjects` (ages outside
+    ``age_range`` excluded), the images found by :func:`scan_raw`; :func:`join_inventory` says
+    what the two tables become.
     """
+    check_required_scans(required_scans)
+    demographics, sheet_exclusions = resolve_subjects(read_demographics(Path(sheet), sheet_name), age_range)
+    files = scan_raw(Path(raw_dir))
+    return join_inventory(files, demographics, sheet_exclusions, required_scans, threads)
+
+
+def check_required_scans(required_scans: Sequence[str]) -> None:
+    """Refuse a required scan that is not one of the study's raw scans, before anything is read."""
     unknown = [scan for scan in required_scans if scan not in RAW_SCANS]
     if unknown:
         raise InventoryError(f"unknown scan {unknown}; IXI has {list(RAW_SCANS)}")
-    demographics, sheet_exclusions = resolve_subjects(read_demographics(Path(sheet), sheet_name), age_range)
-    files = scan_raw(Path(raw_dir))
-    everyone = sorted(set(files["subject"]) | set(demographics["subject"]) | set(sheet_exclusions["subject"]))
+
+
+def join_inventory(
+    files: pd.DataFrame,
+    demographics: pd.DataFrame,
+    demographic_exclusions: pd.DataFrame,
+    required_scans: Sequence[str],
+    threads: int,
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Join the files one source found with its demographics; return (subjects, exclusions).
+
+    ``files`` has :data:`FILE_COLUMNS`; ``demographics`` the usable subjects (subject, sex,
+    age); ``demographic_exclusions`` (subject, reason) the ones the demographics exclude.
+    ``subjects`` holds every subject seen on disk or in the demographics, with columns
+    ``INVENTORY_COLUMNS``, sorted by subject. A subject is excluded, with every applicable
+    reason joined by "; ", when it is absent from the demographics, excluded by them, has no
+    images at all, or lacks a required scan. Only subjects that pass those checks have their
+    required images loaded (slow), and a bad image excludes them too. ``exclusions`` is
+    (subject, reason) for the excluded rows.
+    """
+    everyone = sorted(set(files["subject"]) | set(demographics["subject"]) | set(demographic_exclusions["subject"]))
     table = (
-        pd.DataFrame({"subject": everyone, "ixi_id": [int(s[3:]) for s in everyone]})
-        .merge(files.drop(columns="ixi_id"), on="subject", how="left")
+        pd.DataFrame({"subject": everyone})
+        .merge(files[FILE_COLUMNS], on="subject", how="left")
         .merge(demographics[["subject", "sex", "age"]], on="subject", how="left")
     )
-    for column in ["site", *(f"path_{scan}" for scan in RAW_SCANS)]:
+    for column in FILE_COLUMNS[1:]:
         table[column] = table[column].fillna("")
 
-    sheet_reason = dict(zip(sheet_exclusions["subject"], sheet_exclusions["reason"], strict=True))
-    in_sheet = set(demographics["subject"]) | set(sheet_reason)
+    excluded_by = dict(zip(demographic_exclusions["subject"], demographic_exclusions["reason"], strict=True))
+    in_demographics = set(demographics["subject"]) | set(excluded_by)
     reasons = {
-        row.subject: _record_problems(row, in_sheet, sheet_reason, required_scans)
+        row.subject: _record_problems(row, in_demographics, excluded_by, required_scans)
         for row in table.itertuples(index=False)
     }
     passing = table[[not reasons[s] for s in table["subject"]]]
@@ -147,13 +171,15 @@ def build_inventory(
     return table, exclusions
 
 
-def _record_problems(row: Any, in_sheet: set[str], sheet_reason: dict[str, str], required: Sequence[str]) -> list[str]:
+def _record_problems(
+    row: Any, in_demographics: set[str], excluded_by: dict[str, str], required: Sequence[str]
+) -> list[str]:
     """Everything wrong with a subject that can be seen without opening an image."""
     problems = []
-    if row.subject not in in_sheet:
+    if row.subject not in in_demographics:
         problems.append(NOT_IN_SHEET)
-    if row.subject in sheet_reason:
-        problems.append(sheet_reason[row.subject])
+    if row.subject in excluded_by:
+        problems.append(excluded_by[row.subject])
     present = [scan for scan in RAW_SCANS if _present(getattr(row, f"path_{scan}"))]
     if not present:
         problems.append(NO_IMAGES)

@@ -142,12 +142,27 @@ def derived(
     return Path(root) / template.format(**entities)
 
 
+# --- Subject ids ---------------------------------------------------------------------------
+# Regular expressions for one subject id of each raw source, for the rules' ``subject`` wildcard
+# constraint (and so for every path derived from an id).
+
+IXI_SUBJECT = r"IXI\d{3}"
+"""An IXI subject id, as in IXI's file names and :func:`brainage.demographics.subject_id`: IXI002."""
+
+BIDS_PARTICIPANT = r"sub-[a-zA-Z0-9]+"
+"""A BIDS participant, as in ``participants.tsv`` and file names: ``sub-<label>``."""
+
+BIDS_SUBJECT = rf"{BIDS_PARTICIPANT}(?:_ses-[a-zA-Z0-9]+)?"
+"""A BIDS subject id (:mod:`brainage.bids`): ``sub-<label>``, or ``sub-<label>_ses-<label>`` for one
+session; BIDS labels are alphanumeric, so the ``_ses-`` part cannot be confused with the label."""
+
 # --- IXI's raw layout ------------------------------------------------------------------------
 
 IXI_IMAGE_NAME = re.compile(
-    rf"IXI(?P<ixi_id>\d{{3}})-(?P<site>{'|'.join(SITES)})-(?P<series>\d{{4}})-(?P<scan>{'|'.join(RAW_SCANS)})\.nii\.gz"
+    rf"(?P<subject>{IXI_SUBJECT})-(?P<site>{'|'.join(SITES)})-(?P<series>\d{{4}})"
+    rf"-(?P<scan>{'|'.join(RAW_SCANS)})\.nii\.gz"
 )
-"""An IXI image's file name; groups ixi_id, site, series, scan. The inverse of :func:`ixi_image`."""
+"""An IXI image's file name; groups subject, site, series, scan. The inverse of :func:`ixi_image`."""
 
 
 def ixi_folder(scan: str) -> str:

@@ -10,14 +10,15 @@ import pandas as pd
 from brainage import demographics, ixi, synth
 from brainage.config import check_config
 from brainage.io import read_table
-from brainage.paths import RESULTS, derived, ixi_archive
+from brainage.paths import BIDS_SUBJECT, IXI_SUBJECT, RESULTS, derived, ixi_archive
 from brainage.vocabulary import BASELINES, CHANNELS, RAW_SCANS, T1, TOF, TOF_BIN
 
 # A configuration that passed is remembered under .snakemake/, so reruns skip importing torch.
 check_config(config, Path(".snakemake") / "brainage_checked_configs")
 
 IS_SYNTHETIC = config["dataset"]["source"] == "synthetic"
-DOWNLOADS_IXI = not IS_SYNTHETIC and config["dataset"].get("download", False)
+IS_BIDS = config["dataset"]["source"] == "bids"
+DOWNLOADS_IXI = config["dataset"]["source"] == "ixi" and config["dataset"].get("download", False)
 # The entities of one baseline fit and of one training run, as wildcards.
 BASELINE_WILDCARDS = {"modality": "{modality}", "model": "{model}"}
 RUN_WILDCARDS = {**BASELINE_WILDCARDS, "replicate": "{replicate}"}
@@ -30,7 +31,7 @@ ATTRIBUTION_CATEGORY = "6. Where the model looks"
 
 
 wildcard_constraints:
-    subject=r"IXI\d{3}",
+    subject=BIDS_SUBJECT if IS_BIDS else IXI_SUBJECT,
     modality="|".join(map(re.escape, config["channel_sets"])),
     model="|".join(config["models"]),
     replicate=r"\d+",
@@ -64,7 +65,20 @@ def raw_dir() -> str:
 
 
 def demographics_sheet() -> str:
-    return rules.assemble_synthetic_ixi.output.sheet if IS_SYNTHETIC else config["dataset"]["demographics"]
+    """The table of ages: the synthetic or IXI sheet, or a BIDS dataset's participants.tsv."""
+    if IS_SYNTHETIC:
+        return rules.assemble_synthetic_ixi.output.sheet
+    if IS_BIDS:
+        from brainage.bids import PARTICIPANTS
+
+        return str(Path(raw_dir()) / PARTICIPANTS)
+    return config["dataset"]["demographics"]
+
+
+def participant_columns() -> dict:
+    """brainage.bids.build_bids_inventory's column arguments, from config dataset.participants."""
+    columns = config["dataset"]["participants"]
+    return {"age_column": columns["age"], "sex_column": columns["sex"], "site_column": columns["site"]}
 
 
 def download_dir() -> Path:
@@ -72,8 +86,16 @@ def download_dir() -> Path:
 
 
 def check_existing_sheet() -> None:
-    """A sheet that is already there is read now, so a wrong sheet or column stops the run before any job."""
+    """A sheet that is already there is read now, so a wrong sheet or column stops the run before
+    any job; a BIDS dataset is validated and its participants.tsv read (pybids is imported only
+    for BIDS: it adds a third of a second to every start)."""
     if IS_SYNTHETIC:
+        return
+    if IS_BIDS:
+        from brainage import bids
+
+        bids.scan_bids(Path(raw_dir()))
+        bids.read_participants(Path(raw_dir()), **participant_columns(), age_range=config["dataset"]["age_range"])
         return
     sheet = Path(demographics_sheet())
     if sheet.exists():

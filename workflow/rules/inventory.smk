@@ -20,6 +20,8 @@ checkpoint inventory:
         mem_mb=4000,
         runtime=60,
     params:
+        source=config["dataset"]["source"],
+        participant_columns=participant_columns() if IS_BIDS else None,
         sheet_name=config["dataset"]["sheet"],
         required=config["dataset"]["required_scans"],
         age_range=config["dataset"]["age_range"],
