@@ -66,7 +66,7 @@ def test_training_jobs_take_a_gpu_token_only_when_training_on_a_gpu(
     jobs = _train_jobs(result.stdout)
     assert len(jobs) == _job_counts(result.stdout)["train"] > 0
     fold_jobs = _train_jobs(result.stdout, "train_fold")
-    assert len(fold_jobs) == _job_counts(result.stdout)["train_fold"] == 3 * len(jobs)
+    assert len(fold_jobs) == _job_counts(result.stdout)["train_fold"] == 2 * len(jobs)
     for job in jobs + fold_jobs:
         assert f"gpu={int(gpu_token)}" in job, job
         # Snakemake lists threads only when there are more than one.
@@ -122,7 +122,7 @@ def test_crossval_gives_every_included_subject_one_out_of_fold_age_per_run(tiny_
     results = tiny_run / "results"
     included = sorted(pd.read_csv(results / "manifest" / "manifest.csv")["subject"])
     held_out = []
-    for fold in (1, 2, 3):
+    for fold in (1, 2):
         split = pd.read_csv(results / "crossval" / f"fold{fold}" / "split.csv")
         assert sorted(split["subject"]) == included
         held_out += split.loc[split["set"] == "eval", "subject"].tolist()
