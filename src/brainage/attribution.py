@@ -78,7 +78,7 @@ from torch import Tensor, nn
 
 from brainage import plots
 from brainage.data import AgeDataset
-from brainage.device import select_device
+from brainage.device import job_device
 from brainage.io import load_image, read_table, save_image, write_table
 from brainage.models import build_model, load_trained_model
 from brainage.synth.ageing import age_effects
@@ -558,9 +558,7 @@ def attribute_run(
     """
     config = AttributionSettings(**settings)
     modality, model_name, replicate = run
-    dev = select_device(device)
-    if dev.type == "cpu":
-        torch.set_num_threads(threads)
+    dev = job_device(device, threads)
     model, meta = load_trained_model(weights)
     channels = list(meta["channels"])
     dataset = AgeDataset(manifest, split, EVAL, channels)

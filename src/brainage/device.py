@@ -99,3 +99,12 @@ def select_device(
     index, handle = claim_gpu(count, lock_dir or default_lock_dir(), physical, timeout_s)
     _held_locks.append(handle)
     return torch.device(f"cuda:{index}")
+
+
+def job_device(requested: str, threads: int) -> torch.device:
+    """:func:`select_device` for one Snakemake job: on the CPU, torch computes with the job's
+    ``threads`` (its share of the machine's cores), not with every core it sees."""
+    device = select_device(requested)
+    if device.type == "cpu":
+        torch.set_num_threads(threads)
+    return device

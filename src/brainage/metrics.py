@@ -361,7 +361,7 @@ def paired_comparisons(runs: Mapping[RunKey, pd.DataFrame]) -> pd.DataFrame:
             errors_b = errors_b.loc[errors_a.index]
             differences = errors_a.to_numpy() - errors_b.to_numpy()
             half_width = stats.t.ppf(1 - ALPHA / 2, len(differences) - 1) * _standard_error(differences)
-            if np.all(errors_a.to_numpy() == errors_b.to_numpy()):
+            if np.all(differences == 0):
                 # Identical errors carry no evidence of a difference; scipy would divide by zero.
                 statistic, p_value = 0.0, 1.0
             else:

@@ -38,7 +38,7 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
 from brainage.data import AgeDataset, build_transforms, make_loader
-from brainage.device import select_device
+from brainage.device import job_device
 from brainage.io import atomic_path, write_table
 from brainage.metrics import PREDICTION_COLUMNS
 from brainage.models import SFCN, build_model, count_parameters, load_init_weights, sfcn_kl_loss, sfcn_soft_labels
@@ -110,10 +110,8 @@ def train_run(
     ``checkpoint``, which is removed once the outputs exist."""
     config = TrainingConfig(**training)
     checkpoint = Path(checkpoint)
-    dev = select_device(device)
-    if dev.type == "cpu":
-        torch.set_num_threads(threads)
-    else:
+    dev = job_device(device, threads)
+    if dev.type == "cuda":
         torch.backends.cudnn.benchmark = True
     amp = config.amp and dev.type == "cuda"
     if config.amp and not amp:
